@@ -1,0 +1,1 @@
+"""SSG: self-similarity grouping for unsupervised cross-domain person re-identification."""
