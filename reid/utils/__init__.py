@@ -1,0 +1,1 @@
+"""Helpers shared by the scripts: data pipeline, logging, checkpoints, arguments, runtime."""
