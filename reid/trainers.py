@@ -1,0 +1,142 @@
+"""Training loops: one loop in :class:`BaseTrainer`, the losses of each stage in its subclasses.
+
+- :class:`SourceTrainer`: batch-hard triplet on the global pool + cross-entropy (spec section 3).
+- :class:`SSGTrainer`: the four block-mined triplet terms of self-similarity grouping (spec section 4.6).
+- :class:`SemiTrainer`: SSG's terms plus the terms of a labelled batch (SSG++, spec section 5).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Sized
+
+import torch
+from torch import nn
+
+from reid.loss import TripletLoss
+from reid.utils.errors import UserError
+from reid.utils.runtime import Runtime
+
+Stats = dict[str, float]
+
+
+class BaseTrainer:
+    """Runs one epoch: forward, loss, backward, step; mixed precision on CUDA when ``amp``.
+
+    Subclasses implement :meth:`loss` for one batch and return ``(loss, stats)``.
+    """
+
+    def __init__(self, model: nn.Module, runtime: Runtime, amp: bool = False, print_freq: int = 10):
+        self.model = model
+        self.runtime = runtime
+        self.print_freq = print_freq
+        self.amp_dtype = _amp_dtype(runtime.device) if amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def train(self, epoch: int, batches: Iterable, optimizer: torch.optim.Optimizer) -> Stats:
+        self.model.train()
+        totals: Stats = {}
+        num_batches = len(batches) if isinstance(batches, Sized) else 0
+        start = time.time()
+        for index, batch in enumerate(batches, 1):
+            with torch.autocast(self.runtime.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss, stats = self.loss(batch)
+            if not torch.isfinite(loss):
+                raise UserError(f"the loss became {loss.item()} at epoch {epoch} batch {index}; stopped, the last "
+                                "checkpoint is kept (try a lower --lr)")
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            for name, value in {"loss": loss.item(), **stats}.items():
+                totals[name] = totals.get(name, 0.0) + value
+            if self.runtime.is_main and (index % self.print_freq == 0 or index == num_batches):
+                averages = "  ".join(f"{k} {v / index:.3f}" for k, v in totals.items())
+                print(f"epoch {epoch} [{index}/{num_batches}]  {averages}  {time.time() - start:.1f}s")
+        count = max(1, num_batches or index)
+        return {name: value / count for name, value in totals.items()}
+
+    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+        raise NotImplementedError
+
+    def _forward(self, batch):
+        images, _, labels, *_ = batch
+        device = self.runtime.device
+        return self.model(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class SourceTrainer(BaseTrainer):
+    """Supervised source training: batch-hard triplet on the global pool plus cross-entropy on the logits."""
+
+    def __init__(self, model: nn.Module, runtime: Runtime, margin: float = 0.5, **kwargs):
+        super().__init__(model, runtime, **kwargs)
+        self.triplet = TripletLoss(margin, mining="batch_hard")
+        self.cross_entropy = nn.CrossEntropyLoss()
+
+    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+        output, pids = self._forward(batch)
+        triplet, precision = self.triplet(output.pooled[:, 0].float(), pids)
+        cross_entropy = self.cross_entropy(output.logits.float(), pids)
+        accuracy = (output.logits.argmax(1) == pids).float().mean()
+        return triplet + cross_entropy, {"triplet": triplet.item(), "ce": cross_entropy.item(),
+                                         "prec": precision.item(), "acc": accuracy.item()}
+
+
+def part_triplet_terms(triplet: TripletLoss, output, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``T(x2, l_0) + sum_f T(pool_f, l_f)`` over the S+1 pooled feature types; ``labels`` is (B, S+1), or
+    (B,) when every type shares one label. Returns the sum and the mean precision."""
+    if labels.dim() == 1:
+        labels = labels.unsqueeze(1).expand(-1, output.pooled.shape[1])
+    terms = [triplet(output.embedding.float(), labels[:, 0])]
+    terms += [triplet(output.pooled[:, t].float(), labels[:, t]) for t in range(output.pooled.shape[1])]
+    losses, precisions = zip(*terms)
+    return sum(losses), torch.stack(precisions).mean()
+
+
+class SSGTrainer(BaseTrainer):
+    """Self-similarity grouping: ``T(x2, g) + T(pool_global, g) + sum_s T(pool_s, label_s)`` with the block
+    miner (positives inside a global-cluster block, negatives by each type's own label)."""
+
+    def __init__(self, model: nn.Module, runtime: Runtime, margin: float = 0.5, num_instances: int = 4,
+                 **kwargs):
+        super().__init__(model, runtime, **kwargs)
+        self.triplet = TripletLoss(margin, mining="block", num_instances=num_instances)
+
+    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+        output, labels = self._forward(batch)
+        loss, precision = part_triplet_terms(self.triplet, output, labels)
+        return loss, {"prec": precision.item()}
+
+
+class SemiTrainer(SSGTrainer):
+    """SSG++: the SSG loss on a cluster batch plus ``T(x2, y) + sum_f T(pool_f, y)`` on a labelled batch.
+
+    :meth:`train` takes :class:`JointBatches` of the two loaders.
+    """
+
+    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+        cluster_batch, labelled_batch = batch
+        cluster_loss, stats = super().loss(cluster_batch)
+        output, labels = self._forward(labelled_batch)
+        labelled_loss, precision = part_triplet_terms(self.triplet, output, labels)
+        return cluster_loss + labelled_loss, {"prec": stats["prec"], "labelled_prec": precision.item()}
+
+
+class JointBatches(Sized):
+    """Pairs every batch of ``main`` with the next batch of ``other``, restarting ``other`` when exhausted."""
+
+    def __init__(self, main: Sized, other: Iterable):
+        self.main = main
+        self.other = other
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def __iter__(self):
+        return zip(self.main, itertools.chain.from_iterable(itertools.repeat(self.other)))

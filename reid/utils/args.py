@@ -1,0 +1,91 @@
+"""Argument groups shared by the three scripts.
+
+Every option accepts the hyphenated spelling and the underscore spelling typed in the authors' README
+(``--data-dir``/``--data_dir``, ``--src-dataset``/``--src_dataset``, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from reid import datasets, models
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _spellings(name: str) -> list[str]:
+    """``--data-dir`` -> ["--data-dir", "--data_dir"] (one entry when the name has neither)."""
+    hyphen, underscore = name.replace("_", "-"), name.replace("-", "_")
+    return [hyphen] if hyphen == underscore else [hyphen, "--" + underscore[2:]]
+
+
+def add(group, name: str, *short: str, **kwargs) -> None:
+    """``add_argument`` with both spellings of ``name``."""
+    group.add_argument(*short, *_spellings(name), **kwargs)
+
+
+def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_size: int,
+                  num_instances: int) -> None:
+    group = parser.add_argument_group("data")
+    choices = datasets.names()
+    if cross_domain:
+        add(group, "--src-dataset", type=str, default="synth_a", choices=choices, help="labelled source domain")
+        add(group, "--tgt-dataset", type=str, default="synth_b", choices=choices, help="unlabelled target domain")
+    else:
+        add(group, "--dataset", "-d", type=str, default="synth_a", choices=choices)
+    add(group, "--data-dir", type=str, default=os.path.join(REPO_DIR, "data"),
+        help="folder holding one sub-folder per dataset (data/market1501, ...)")
+    add(group, "--batch-size", "-b", type=int, default=batch_size)
+    add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
+    add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
+    add(group, "--height", type=int, default=256)
+    add(group, "--width", type=int, default=128)
+    add(group, "--cache-images", action="store_true",
+        help="keep decoded images in memory (useful when JPEG decoding bounds throughput)")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    add(group, "--arch", "-a", type=str, default="resnet50", choices=models.names())
+    add(group, "--features", type=int, default=2048, help="size of the embedding x2")
+    add(group, "--dropout", type=float, default=0.1)
+    add(group, "--num-split", type=int, default=2, help="horizontal stripes pooled besides the global pool")
+    add(group, "--no-pretrained", action="store_true", help="start from random weights (no ImageNet)")
+    add(group, "--pretrained-path", type=str, default=None, help="torchvision ResNet state dict (offline boxes)")
+
+
+def add_optim_args(parser: argparse.ArgumentParser, lr: float, epochs: int, margin: float = 0.5) -> None:
+    group = parser.add_argument_group("optimisation")
+    add(group, "--lr", type=float, default=lr)
+    add(group, "--momentum", type=float, default=0.9)
+    add(group, "--weight-decay", type=float, default=5e-4)
+    add(group, "--epochs", type=int, default=epochs)
+    add(group, "--margin", type=float, default=margin, help="triplet margin")
+
+
+def add_grouping_args(parser: argparse.ArgumentParser) -> None:
+    """Self-similarity grouping (spec section 4)."""
+    group = parser.add_argument_group("grouping")
+    add(group, "--iteration", type=int, default=30, help="grouping + training rounds")
+    add(group, "--lambda-value", type=float, default=0.1, help="weight of the source term in the distance")
+    add(group, "--rho", type=float, default=1.6e-3, help="fraction of closest pairs that sets DBSCAN's eps")
+    add(group, "--k1", type=int, default=20)
+    add(group, "--k2", type=int, default=6)
+    add(group, "--min-samples", type=int, default=4, help="DBSCAN min_samples")
+
+
+def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
+    group = parser.add_argument_group("run")
+    add(group, "--seed", type=int, default=1)
+    add(group, "--logs-dir", type=str, default=os.path.join(REPO_DIR, "logs", logs_name))
+    add(group, "--resume", type=str, default="", help="checkpoint file, or a logs dir holding one")
+    add(group, "--evaluate", action="store_true", help="only evaluate the --resume checkpoint")
+    add(group, "--gpu-devices", type=str, default=None,
+        help="comma-separated GPU ids for DataParallel, or 'cpu' (default: every visible GPU)")
+    add(group, "--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+        help="synchronised BatchNorm under torchrun (DDP)")
+    add(group, "--amp", action="store_true", help="mixed precision on CUDA (bf16 when supported, else fp16)")
+    add(group, "--print-freq", type=int, default=10, help="batches between progress lines")
+    add(group, "--save-features", type=str, default=None,
+        help="HDF5 file for the final query/gallery features, names, pids and cameras")
+    add(group, "--debug", action="store_true", help="show full tracebacks")

@@ -1,0 +1,42 @@
+"""What every script does first: check the logs dir, mirror the console, record the arguments, seed."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from reid.utils.errors import UserError
+from reid.utils.logging import prepare_logs_dir, start_logging, write_json
+from reid.utils.runtime import Runtime, init_runtime, set_seed
+
+
+def start_run(args: argparse.Namespace) -> Runtime:
+    """Set up the run described by ``args``; only rank 0 writes ``log.txt`` and ``args.json``."""
+    runtime = init_runtime(args.gpu_devices)
+    if runtime.is_main:
+        prepare_logs_dir(args.logs_dir)
+        start_logging(args.logs_dir)
+        write_json(os.path.join(args.logs_dir, "args.json"), vars(args))
+        print("command:", " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
+        print(f"device: {runtime.device}" + (f" x {runtime.world_size} processes" if runtime.distributed else "")
+              + (f" (DataParallel over GPUs {runtime.gpu_ids})" if len(runtime.gpu_ids) > 1 else ""))
+    set_seed(args.seed)
+    return runtime
+
+
+def resolve_checkpoint(path: str, option: str = "--resume") -> str:
+    """A checkpoint file, or a logs dir holding ``model_best.pth.tar`` or ``checkpoint.pth.tar``."""
+    if os.path.isdir(path):
+        for name in ("model_best.pth.tar", "checkpoint.pth.tar"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise UserError(f"{option} {path}: folder holds no model_best.pth.tar or checkpoint.pth.tar")
+    if not os.path.isfile(path):
+        raise UserError(f"{option} {path}: no such checkpoint file or logs dir")
+    return path
+
+
+def check_batch(batch_size: int, num_instances: int, world_size: int = 1) -> None:
+    if num_instances < 1 or batch_size % (num_instances * world_size):
+        raise UserError(f"--batch-size {batch_size} must be a multiple of --num-instances {num_instances}"
+                        + (f" x {world_size} processes" if world_size > 1 else ""))

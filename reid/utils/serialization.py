@@ -1,0 +1,113 @@
+"""One checkpoint format for the three scripts: atomic writes and tolerant loading.
+
+A checkpoint is a dict with ``state_dict`` plus run state (``epoch``, ``best_top1`` and, for the adaptation
+scripts, the optimiser, the frozen eps, RNG states...). The authors' released ``.pth.tar`` files (PyTorch 0.4
+era: ``module.`` prefixes, classifier weights, numpy scalars beside the weights) load too.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from reid.utils.errors import UserError
+
+
+def save_checkpoint(state: dict, fpath: str, is_best: bool = False, best_name: str = "model_best.pth.tar") -> None:
+    """Write ``state`` to ``fpath`` atomically (temporary file in the same folder, fsync, rename), and copy it
+    to ``best_name`` beside it when ``is_best``. A process killed mid-save leaves the previous file intact."""
+    folder = os.path.dirname(os.path.abspath(fpath))
+    os.makedirs(folder, exist_ok=True)
+    _atomic_save(state, fpath)
+    if is_best:
+        best = os.path.join(folder, best_name)
+        tmp = best + ".tmp"
+        shutil.copyfile(fpath, tmp)
+        os.replace(tmp, best)
+
+
+def _atomic_save(state: dict, fpath: str) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(fpath)))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, fpath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(fpath: str) -> dict[str, Any]:
+    """Load a checkpoint on the CPU. Tries ``weights_only=True`` first; files written by old PyTorch with
+    numpy scalars beside the weights need the full unpickler, which is used explicitly as the fallback
+    (only load checkpoints you trust)."""
+    if not os.path.isfile(fpath):
+        raise UserError(f"{fpath}: checkpoint not found")
+    try:
+        checkpoint = _torch_load(fpath)
+    except Exception as exc:  # torch.load fails in many ways on a file that is not a checkpoint
+        raise UserError(f"{fpath}: not a readable checkpoint ({_first_line(exc)})") from exc
+    if isinstance(checkpoint, dict) and "state_dict" not in checkpoint and _is_state_dict(checkpoint):
+        checkpoint = {"state_dict": checkpoint}
+    if not isinstance(checkpoint, dict) or not _is_state_dict(checkpoint.get("state_dict")):
+        raise UserError(f"{fpath}: not a checkpoint (expected a dict with a 'state_dict' of tensors)")
+    return checkpoint
+
+
+def _torch_load(fpath: str) -> Any:
+    try:
+        return torch.load(fpath, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(fpath, map_location="cpu", weights_only=False)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove the ``module.`` prefix that DataParallel/DDP put on parameter names."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
+                       drop_classifier: bool = True) -> None:
+    """Copy ``state_dict`` into ``model`` (unwrapped of DataParallel/DDP).
+
+    ``module.`` prefixes are stripped; classifier weights are dropped when ``drop_classifier`` (the adaptation
+    scripts build the model without one) or when the model has none, and so is the unused ImageNet ``fc`` of
+    the backbone that open-reid era checkpoints carry (``base.fc.*``), and ``feat.bias``: open-reid's embedding
+    layer had a bias, which the BatchNorm right after it cancels in training (the embedding is not part of
+    the evaluation feature). Any other missing, unexpected or
+    mis-shaped key raises UserError naming ``source``: the checkpoint was made for another architecture or
+    ``--num-split``/``--features``.
+    """
+    target = model.module if hasattr(model, "module") else model
+    weights = {k: v for k, v in strip_module_prefix(state_dict).items()
+               if not k.startswith("base.fc.") and k != "feat.bias"}
+    own = target.state_dict()
+    if drop_classifier or not any(k.startswith("classifier.") for k in own):
+        weights = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    missing = [k for k in own if k not in weights and not (k.startswith("classifier.") and drop_classifier)]
+    unexpected = [k for k in weights if k not in own]
+    mismatched = [k for k, v in weights.items() if k in own and v.shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        detail = "; ".join(f"{label} {keys[:3]}" for label, keys in
+                           (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+                           if keys)
+        raise UserError(f"{source}: weights do not fit this model ({detail}); check -a/--arch, --features "
+                        "and that the checkpoint comes from this project or the authors' release")
+    target.load_state_dict(weights, strict=False)
