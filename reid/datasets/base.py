@@ -1,0 +1,180 @@
+"""What every re-ID dataset shares: the ``(fname, pid, camid)`` subsets, the layout check and the parsing of
+the Market-1501 style folders (``bounding_box_train/``, ``bounding_box_test/``, ``query/``) that
+Market-1501, DukeMTMC-reID, CUHK03-NP and the synthetic domains all use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from reid.utils.errors import UserError
+
+Sample = tuple[str, int, int]
+"""One image: absolute file name, person id, 0-based camera id."""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+JUNK_PID = -1
+DISTRACTOR_PID = 0
+MARKET_STYLE_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
+
+
+class ReIDDataset:
+    """A re-ID benchmark split into a training set and a query/gallery test set.
+
+    Parameters
+    ----------
+    root : str
+        The dataset folder given by the user (``<data_dir>/<name>``).
+    images_dir : str
+        The folder inside ``root`` where the layout was found.
+    trainval, query, gallery : list of (fname, pid, camid)
+        ``fname`` is an absolute path. Training pids must already be relabelled to ``0..K-1``; query and
+        gallery keep the original pids (0 marks a distractor); camera ids are 0-based.
+    verbose : bool
+        Print :meth:`summary` once built.
+
+    Attributes
+    ----------
+    name : str
+        The name :func:`reid.datasets.create` knows the dataset by.
+    num_trainval_ids, num_query_ids, num_gallery_ids : int
+        Distinct pids per subset (the distractor pid 0 counts as one).
+    """
+
+    name = ""
+
+    def __init__(
+        self,
+        root: str,
+        images_dir: str,
+        trainval: list[Sample],
+        query: list[Sample],
+        gallery: list[Sample],
+        *,
+        verbose: bool = True,
+    ) -> None:
+        self.root = os.path.abspath(root)
+        self.images_dir = os.path.abspath(images_dir)
+        self.trainval = trainval
+        self.query = query
+        self.gallery = gallery
+        self.num_trainval_ids = count_ids(trainval)
+        self.num_query_ids = count_ids(query)
+        self.num_gallery_ids = count_ids(gallery)
+        if verbose:
+            print(self.summary())
+
+    def summary(self) -> str:
+        """A small table of identities and images per subset, headed by the name and folder."""
+        rows = [
+            ("trainval", self.num_trainval_ids, len(self.trainval)),
+            ("query", self.num_query_ids, len(self.query)),
+            ("gallery", self.num_gallery_ids, len(self.gallery)),
+        ]
+        lines = [
+            f"{self.name} ({self.images_dir})",
+            "  subset   |  # ids | # images",
+            "  ---------+--------+---------",
+        ]
+        lines += [f"  {subset:<8} | {ids:>6} | {images:>8}" for subset, ids, images in rows]
+        return "\n".join(lines)
+
+
+def count_ids(samples: Sequence[Sample]) -> int:
+    """Number of distinct pids in ``samples``."""
+    return len({pid for _, pid, _ in samples})
+
+
+def relabel(samples: Sequence[Sample]) -> list[Sample]:
+    """Map the pids of ``samples`` to ``0..K-1`` in the order of the original pids."""
+    new_pid = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in samples}))}
+    return [(fname, new_pid[pid], camid) for fname, pid, camid in samples]
+
+
+def is_image(fname: str) -> bool:
+    """Whether ``fname`` has an image extension (case-insensitive)."""
+    return fname.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def find_layout(root: str, nestings: Sequence[str], required: Sequence[str]) -> str | None:
+    """The first ``root/<nesting>`` (``""`` = root itself) holding every entry of ``required``, else None."""
+    for nesting in nestings:
+        candidate = os.path.join(root, nesting)
+        if all(os.path.exists(os.path.join(candidate, entry)) for entry in required):
+            return candidate
+    return None
+
+
+def layout_error(root: str, expected: str, nestings: Sequence[str]) -> UserError:
+    """The one-line error for a dataset folder that holds none of the accepted layouts.
+
+    ``expected`` reads like "a Market-1501 folder with bounding_box_train/ and query/"; the accepted
+    nestings are appended, e.g. "(directly or inside Market-1501-v15.09.15/)".
+    """
+    places = ["directly"] if "" in nestings else []
+    inside = [f"{nesting}/" for nesting in nestings if nesting]
+    if inside:
+        places.append("inside " + " or ".join(inside))
+    return UserError(f"{root}: expected {expected} ({' or '.join(places)})")
+
+
+def find_market_style_layout(root: str, title: str, nestings: Sequence[str]) -> str:
+    """The folder holding ``bounding_box_train/``, ``bounding_box_test/`` and ``query/``.
+
+    Raises
+    ------
+    UserError
+        When no accepted nesting of ``root`` holds the three folders.
+    """
+    images_dir = find_layout(root, nestings, MARKET_STYLE_FOLDERS)
+    if images_dir is None:
+        train, test, query = (f"{folder}/" for folder in MARKET_STYLE_FOLDERS)
+        raise layout_error(root, f"a {title} folder with {train}, {test} and {query}", nestings)
+    return images_dir
+
+
+def parse_image_folder(folder: str, name_pattern: re.Pattern[str], name_format: str) -> list[Sample]:
+    """Read every image of ``folder`` whose name (without extension) matches ``name_pattern``.
+
+    The pattern must name the groups ``pid`` and ``cam`` (1-based). Junk images (pid -1) are dropped,
+    distractors (pid 0) kept; files that are not images (``Thumbs.db``) are ignored.
+
+    Raises
+    ------
+    UserError
+        When an image's name does not match ``name_pattern`` or no image remains.
+    """
+    samples = []
+    for fname in sorted(os.listdir(folder)):
+        path = os.path.join(folder, fname)
+        if not is_image(fname) or not os.path.isfile(path):
+            continue
+        match = name_pattern.fullmatch(os.path.splitext(fname)[0])
+        if match is None:
+            raise UserError(f"{path}: expected an image name like {name_format}")
+        pid = int(match["pid"])
+        if pid != JUNK_PID:
+            samples.append((os.path.abspath(path), pid, int(match["cam"]) - 1))
+    return require_images(samples, folder)
+
+
+def require_images(samples: list[Sample], source: str) -> list[Sample]:
+    """Return ``samples`` unchanged; raise a UserError naming ``source`` when it is empty."""
+    if not samples:
+        raise UserError(f"{source}: no usable image (junk images, pid -1, are not counted)")
+    return samples
+
+
+def load_market_style(
+    images_dir: str, name_pattern: re.Pattern[str], name_format: str
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Trainval (relabelled), query and gallery read from the three Market-1501 style folders."""
+    train, test, query = (os.path.join(images_dir, folder) for folder in MARKET_STYLE_FOLDERS)
+    trainval = relabel(parse_image_folder(train, name_pattern, name_format))
+    return (
+        trainval,
+        parse_image_folder(query, name_pattern, name_format),
+        parse_image_folder(test, name_pattern, name_format),
+    )

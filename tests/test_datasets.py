@@ -1,0 +1,263 @@
+"""The dataset loaders on miniature trees with the real layouts and file names (see dataset_trees.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from dataset_trees import (
+    CUHK03_FILES,
+    DUKE_FILES,
+    MARKET_FILES,
+    write_files,
+    write_image,
+    write_market_style,
+    write_msmt,
+)
+from PIL import Image
+
+import reid.datasets as datasets
+from reid.utils.errors import UserError
+
+
+def pids(samples):
+    return [pid for _, pid, _ in samples]
+
+
+def camids(samples):
+    return [camid for _, _, camid in samples]
+
+
+def basenames(samples):
+    return [os.path.basename(fname) for fname, _, _ in samples]
+
+
+def test_names_lists_every_dataset():
+    assert datasets.names() == ["market1501", "dukemtmc", "msmt17", "cuhk03", "synth_a", "synth_b"]
+
+
+@pytest.mark.parametrize("nesting", ["", "Market-1501-v15.09.15"])
+def test_market_counts_relabelling_and_cameras(tmp_path, nesting):
+    root = tmp_path / "market1501"
+    write_market_style(str(root / nesting), MARKET_FILES)
+    dataset = datasets.create("market1501", str(root), verbose=False)
+
+    assert dataset.name == "market1501"
+    assert dataset.images_dir == str(root / nesting).rstrip(os.sep)
+    # Training pids 2, 7, 15 become 0, 1, 2; Thumbs.db is ignored.
+    assert pids(dataset.trainval) == [0, 0, 1, 1, 2]
+    assert camids(dataset.trainval) == [0, 1, 0, 5, 2]
+    assert dataset.num_trainval_ids == 3
+    assert pids(dataset.query) == [3, 11]
+    assert camids(dataset.query) == [0, 5]
+    assert dataset.num_query_ids == 2
+    # The two junk images (-1) are dropped, the two distractors (0000) kept with pid 0.
+    assert basenames(dataset.gallery) == MARKET_FILES["bounding_box_test"][2:7]
+    assert pids(dataset.gallery) == [0, 0, 3, 3, 11]
+    assert camids(dataset.gallery) == [0, 3, 1, 3, 4]
+    assert dataset.num_gallery_ids == 3
+    for fname, _, _ in dataset.trainval + dataset.query + dataset.gallery:
+        assert os.path.isabs(fname)
+        assert Image.open(fname).size == (4, 8)
+
+
+def test_summary_is_printed_when_verbose(tmp_path, capsys):
+    write_market_style(str(tmp_path), MARKET_FILES)
+    dataset = datasets.create("market1501", str(tmp_path))
+    printed = capsys.readouterr().out
+    assert printed == dataset.summary() + "\n"
+    lines = dataset.summary().splitlines()
+    assert lines[0] == f"market1501 ({tmp_path})"
+    assert [line.split("|") for line in lines[3:]] == [
+        ["  trainval ", "      3 ", "        5"],
+        ["  query    ", "      2 ", "        2"],
+        ["  gallery  ", "      3 ", "        5"],
+    ]
+    datasets.create("market1501", str(tmp_path), verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("nesting", ["", "DukeMTMC-reID"])
+def test_duke_counts_relabelling_and_cameras(tmp_path, nesting):
+    write_market_style(str(tmp_path / nesting), DUKE_FILES)
+    dataset = datasets.create("dukemtmc", str(tmp_path), verbose=False)
+    assert pids(dataset.trainval) == [0, 0, 1]
+    assert camids(dataset.trainval) == [1, 5, 7]
+    assert pids(dataset.query) == [2]
+    assert camids(dataset.query) == [4]
+    assert pids(dataset.gallery) == [2, 2, 100]
+    assert camids(dataset.gallery) == [0, 6, 2]
+    assert (dataset.num_trainval_ids, dataset.num_query_ids, dataset.num_gallery_ids) == (2, 1, 2)
+
+
+@pytest.mark.parametrize("nesting", ["cuhk03-np", ""])
+def test_cuhk03_detected_by_default_and_labeled_on_request(tmp_path, nesting):
+    for boxes, files in CUHK03_FILES.items():
+        write_market_style(str(tmp_path / nesting / boxes), files)
+    detected = datasets.create("cuhk03", str(tmp_path), verbose=False)
+    labeled = datasets.create("cuhk03", str(tmp_path), labeled=True, verbose=False)
+
+    assert detected.images_dir == str(tmp_path / nesting / "detected")
+    assert pids(detected.trainval) == [0, 0, 1]
+    assert camids(detected.trainval) == [0, 1, 0]
+    assert pids(detected.query) == [2, 3]
+    assert camids(detected.query) == [1, 0]
+    assert pids(detected.gallery) == [2, 2, 3]
+    assert camids(detected.gallery) == [0, 1, 1]
+    assert labeled.images_dir == str(tmp_path / nesting / "labeled")
+    assert (len(labeled.trainval), len(labeled.query), len(labeled.gallery)) == (4, 1, 2)
+    assert camids(labeled.trainval) == [0, 1, 0, 1]
+    assert all(fname.endswith(".png") for fname, _, _ in detected.gallery + labeled.gallery)
+
+
+@pytest.mark.parametrize(
+    ("nesting", "train_folder", "test_folder"),
+    [("", "train", "test"), ("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2")],
+)
+def test_msmt17_reads_the_list_files(tmp_path, nesting, train_folder, test_folder):
+    write_msmt(str(tmp_path / nesting), train_folder, test_folder)
+    dataset = datasets.create("msmt17", str(tmp_path), verbose=False)
+
+    # list_train (pids 0, 3) then list_val (pids 0, 1): original pids 0, 1, 3 become 0, 1, 2.
+    assert basenames(dataset.trainval) == [
+        "0000_000_01_0303morning_0015_0.jpg",
+        "0003_000_15_0304noon_0100_0.jpg",
+        "0000_001_05_0303noon_0020_1.jpg",
+        "0001_000_02_0303morning_0030_0.jpg",
+    ]
+    assert pids(dataset.trainval) == [0, 2, 0, 1]
+    assert camids(dataset.trainval) == [0, 14, 4, 1]
+    assert dataset.num_trainval_ids == 3
+    first_image = tmp_path / nesting / train_folder / "0000" / "0000_000_01_0303morning_0015_0.jpg"
+    assert dataset.trainval[0][0] == str(first_image)
+    # Test pids are kept as listed, pid 0 included (a real person in MSMT17).
+    assert pids(dataset.query) == [0]
+    assert camids(dataset.query) == [3]
+    assert pids(dataset.gallery) == [0, 2]
+    assert camids(dataset.gallery) == [6, 11]
+    assert os.path.dirname(os.path.dirname(dataset.gallery[0][0])) == str(tmp_path / nesting / test_folder)
+
+
+def test_msmt17_without_validation_images(tmp_path):
+    write_msmt(str(tmp_path))
+    dataset = datasets.create("msmt17", str(tmp_path), combine_val=False, verbose=False)
+    assert pids(dataset.trainval) == [0, 1]
+    assert camids(dataset.trainval) == [0, 14]
+
+
+def test_unknown_name_lists_the_known_ones(tmp_path):
+    with pytest.raises(UserError) as error:
+        datasets.create("market", str(tmp_path))
+    assert str(error.value) == (
+        "unknown dataset 'market': expected one of market1501, dukemtmc, msmt17, cuhk03, synth_a, synth_b"
+    )
+
+
+def test_missing_market_folder_says_what_is_expected(tmp_path):
+    root = tmp_path / "market1501"
+    with pytest.raises(UserError) as error:
+        datasets.create("market1501", str(root))
+    assert str(error.value) == (
+        f"{root}: expected a Market-1501 folder with bounding_box_train/, bounding_box_test/ and query/ "
+        "(directly or inside Market-1501-v15.09.15/)"
+    )
+
+
+@pytest.mark.parametrize("layout", ["no query folder", "unknown nesting"])
+def test_wrong_market_layout_is_refused(tmp_path, layout):
+    if layout == "no query folder":
+        files = {folder: names for folder, names in MARKET_FILES.items() if folder != "query"}
+        write_market_style(str(tmp_path), files)
+    else:
+        write_market_style(str(tmp_path / "Market-1501"), MARKET_FILES)
+    with pytest.raises(UserError, match=r"expected a Market-1501 folder with bounding_box_train/"):
+        datasets.create("market1501", str(tmp_path))
+
+
+def test_other_layout_errors_name_the_datasets_folders(tmp_path):
+    with pytest.raises(UserError) as duke:
+        datasets.create("dukemtmc", str(tmp_path))
+    assert str(duke.value).endswith("(directly or inside DukeMTMC-reID/)")
+    write_market_style(str(tmp_path / "cuhk03-np" / "detected"), CUHK03_FILES["detected"])
+    with pytest.raises(UserError) as cuhk:
+        datasets.create("cuhk03", str(tmp_path), labeled=True)
+    assert str(cuhk.value) == (
+        f"{tmp_path}: expected a CUHK03-NP (labeled) folder with bounding_box_train/, bounding_box_test/ and "
+        "query/ (inside cuhk03-np/labeled/ or labeled/)"
+    )
+    with pytest.raises(UserError) as msmt:
+        datasets.create("msmt17", str(tmp_path))
+    assert str(msmt.value) == (
+        f"{tmp_path}: expected an MSMT17 folder with train/ and test/ (V2: mask_train_v2/ and mask_test_v2/) "
+        "and list_train.txt, list_val.txt, list_query.txt, list_gallery.txt "
+        "(directly or inside MSMT17_V1/ or MSMT17_V2/)"
+    )
+
+
+def test_folder_without_image_is_an_empty_subset(tmp_path):
+    files = dict(MARKET_FILES, query=["Thumbs.db"])
+    write_market_style(str(tmp_path), files)
+    with pytest.raises(UserError) as error:
+        datasets.create("market1501", str(tmp_path))
+    assert str(error.value) == f"{tmp_path / 'query'}: no usable image (junk images, pid -1, are not counted)"
+
+
+def test_folder_of_junk_only_is_an_empty_subset(tmp_path):
+    files = dict(MARKET_FILES, bounding_box_train=["-1_c1s1_000401_03.jpg"])
+    write_market_style(str(tmp_path), files)
+    with pytest.raises(UserError, match="bounding_box_train: no usable image"):
+        datasets.create("market1501", str(tmp_path))
+
+
+def test_image_with_a_foreign_name_is_refused_but_other_files_ignored(tmp_path):
+    write_market_style(str(tmp_path), MARKET_FILES)
+    write_files(str(tmp_path / "query"), ["readme.txt", "0003_c1s1_000610_00.jpg.bak"])
+    assert len(datasets.create("market1501", str(tmp_path), verbose=False).query) == 2
+    write_image(str(tmp_path / "query" / "0001_c1_f0000001.jpg"))
+    with pytest.raises(UserError) as error:
+        datasets.create("market1501", str(tmp_path))
+    assert str(error.value) == (
+        f"{tmp_path / 'query' / '0001_c1_f0000001.jpg'}: expected an image name like "
+        "PPPP_cCsS_FFFFFF_NN.jpg (0002_c1s1_000451_03.jpg)"
+    )
+
+
+def test_camera_zero_is_not_a_market_name(tmp_path):
+    write_market_style(str(tmp_path), dict(MARKET_FILES, query=["0003_c0s1_000610_00.jpg"]))
+    with pytest.raises(UserError, match="0003_c0s1_000610_00.jpg: expected an image name like"):
+        datasets.create("market1501", str(tmp_path))
+
+
+def test_msmt17_list_errors_name_the_line(tmp_path):
+    write_msmt(str(tmp_path))
+    list_train = tmp_path / "list_train.txt"
+    good_line = list_train.read_text().splitlines()[0]
+
+    list_train.write_text(good_line + "\n0003/0003_000_15_0304noon_0100_0.jpg\n")
+    with pytest.raises(UserError) as malformed:
+        datasets.create("msmt17", str(tmp_path))
+    assert str(malformed.value) == (
+        f"{list_train}:2: expected 'relative/path pid', got '0003/0003_000_15_0304noon_0100_0.jpg'"
+    )
+
+    list_train.write_text(good_line + "\n0003/0003_c1_f01.jpg 3\n")
+    with pytest.raises(UserError, match=r"list_train.txt:2: expected an image name like PPPP_III_CC_"):
+        datasets.create("msmt17", str(tmp_path))
+
+    list_train.write_text(good_line + "\n0009/0009_000_03_0304noon_0100_0.jpg 9\n")
+    with pytest.raises(UserError) as missing:
+        datasets.create("msmt17", str(tmp_path))
+    missing_path = tmp_path / "train" / "0009" / "0009_000_03_0304noon_0100_0.jpg"
+    assert str(missing.value) == f"{list_train}:2: {missing_path} does not exist"
+
+    list_train.write_text("\n")
+    with pytest.raises(UserError, match=r"list_train.txt: no usable image"):
+        datasets.create("msmt17", str(tmp_path))
+
+
+def test_error_messages_are_one_line(tmp_path):
+    write_market_style(str(tmp_path), dict(MARKET_FILES, query=["Thumbs.db"]))
+    for name in ("market1501", "dukemtmc", "msmt17", "cuhk03", "nope"):
+        with pytest.raises(UserError) as error:
+            datasets.create(name, str(tmp_path))
+        assert "\n" not in str(error.value)
