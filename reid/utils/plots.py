@@ -1,0 +1,176 @@
+"""Curves of an SSG / SSG++ adaptation run (Self-similarity Grouping, ICCV 2019) drawn from its metrics.json.
+
+``metrics.json`` holds an optional ``before`` entry (the source model on the target) and one
+``iteration_<k>`` entry per adaptation iteration with mAP, CMC top-1 (percent), ``clusters_<type>`` per
+feature type, ``images_kept`` and, for SSG++, ``labelled``, ``propagated`` and ``propagated_accuracy``.
+
+matplotlib is optional: without it the plots are skipped with one line of explanation. Figures are drawn on
+``matplotlib.figure.Figure`` with the Agg canvas, so the caller's pyplot state and backend are left alone.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Callable
+
+ITERATION_PREFIX = "iteration_"
+MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install matplotlib)"
+FIGURE_SIZE = (7.0, 4.0)
+DPI = 110
+
+
+def iteration_entries(metrics: dict) -> list[tuple[int, dict]]:
+    """The ``iteration_<k>`` entries as ``(k, entry)``, sorted by k as a number (10 comes after 9)."""
+    entries = []
+    for key, entry in metrics.items():
+        suffix = key[len(ITERATION_PREFIX):]
+        if key.startswith(ITERATION_PREFIX) and suffix.isdigit():
+            entries.append((int(suffix), entry))
+    return sorted(entries, key=lambda item: item[0])
+
+
+def feature_types(entries: list[tuple[int, dict]]) -> list[str]:
+    """The ``<type>`` of every ``clusters_<type>`` key, in order of first appearance (global, upper, ...)."""
+    names: dict[str, None] = {}
+    for _, entry in entries:
+        names.update((key[len("clusters_"):], None) for key in entry if key.startswith("clusters_"))
+    return list(names)
+
+
+def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
+    """Call ``write`` on a temporary file beside ``fpath``, then rename it: a killed run leaves no half file.
+
+    The temporary name is built rather than made by ``tempfile.mkstemp`` so the file gets the usual
+    permissions (mkstemp's are owner-only).
+    """
+    folder, name = os.path.split(os.path.abspath(fpath))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, fpath)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@functools.cache
+def _warn_missing_matplotlib() -> None:
+    """Cached so that a run plotting after every iteration says it once."""
+    print(MISSING_MATPLOTLIB)
+
+
+def _agg_figure_factory() -> Callable[[], object] | None:
+    """A function returning a new Figure attached to an Agg canvas, or None without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401  (imported first so that a missing package fails here)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+
+    def new_figure():
+        figure = Figure(figsize=FIGURE_SIZE, dpi=DPI)
+        FigureCanvasAgg(figure)
+        return figure
+
+    return new_figure
+
+
+def plot_metrics(metrics: dict, out_dir: str) -> list[str]:
+    """Write ``accuracy.png``, ``clusters.png`` and ``images_kept.png`` for one adaptation run.
+
+    Parameters
+    ----------
+    metrics : dict
+        The content of the run's metrics.json (``before`` and ``iteration_<k>`` entries).
+    out_dir : str
+        Folder for the PNGs, created when missing.
+
+    Returns
+    -------
+    list of str
+        The paths written; empty when matplotlib is not installed (a line says so, once per process).
+    """
+    new_figure = _agg_figure_factory()
+    if new_figure is None:
+        _warn_missing_matplotlib()
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    entries = iteration_entries(metrics)
+    figures = {"accuracy.png": _accuracy_figure(new_figure(), entries, metrics.get("before")),
+               "clusters.png": _clusters_figure(new_figure(), entries),
+               "images_kept.png": _images_kept_figure(new_figure(), entries)}
+    paths = []
+    for name, figure in figures.items():
+        path = os.path.join(out_dir, name)
+        write_atomically(path, functools.partial(figure.savefig, format="png"))
+        paths.append(path)
+    return paths
+
+
+def _series(entries: list[tuple[int, dict]], key: str) -> list[float]:
+    """One value per iteration; NaN where the entry lacks it, so that the line shows a gap."""
+    values = []
+    for _, entry in entries:
+        value = entry.get(key)
+        values.append(math.nan if value is None else float(value))
+    return values
+
+
+def _has_values(entries: list[tuple[int, dict]], key: str) -> bool:
+    return any(entry.get(key) is not None for _, entry in entries)
+
+
+def _style_axes(axes, ylabel: str, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.set_xlabel("iteration")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize="small")
+
+
+def _accuracy_figure(figure, entries: list[tuple[int, dict]], before: dict | None):
+    axes = figure.add_subplot()
+    iterations = [k for k, _ in entries]
+    for key, label, colour in (("mAP", "mAP", "tab:blue"), ("top1", "top-1", "tab:orange")):
+        axes.plot(iterations, _series(entries, key), marker="o", markersize=3, color=colour, label=label)
+        if before and before.get(key) is not None:
+            axes.axhline(before[key], linestyle="--", color=colour, label=f"{label} before adaptation")
+    _style_axes(axes, "%", "Target accuracy per iteration")
+    figure.tight_layout()
+    return figure
+
+
+def _clusters_figure(figure, entries: list[tuple[int, dict]]):
+    axes = figure.add_subplot()
+    iterations = [k for k, _ in entries]
+    for name in feature_types(entries):
+        axes.plot(iterations, _series(entries, f"clusters_{name}"), marker="o", markersize=3, label=name)
+    _style_axes(axes, "clusters (DBSCAN)", "Clusters per feature type")
+    figure.tight_layout()
+    return figure
+
+
+def _images_kept_figure(figure, entries: list[tuple[int, dict]]):
+    with_propagation = _has_values(entries, "propagated_accuracy")
+    if with_propagation:
+        figure.set_size_inches(FIGURE_SIZE[0], FIGURE_SIZE[1] * 1.6)
+    iterations = [k for k, _ in entries]
+    axes = figure.add_subplot(2 if with_propagation else 1, 1, 1)
+    axes.plot(iterations, _series(entries, "images_kept"), marker="o", markersize=3, label="kept by grouping")
+    if _has_values(entries, "propagated"):
+        labelled_set = [a + b for a, b in zip(_series(entries, "labelled"), _series(entries, "propagated"))]
+        axes.plot(iterations, labelled_set, marker="s", markersize=3, label="labelled + propagated (SSG++)")
+    _style_axes(axes, "images", "Target images trained on")
+    if with_propagation:
+        lower = figure.add_subplot(2, 1, 2, sharex=axes)
+        lower.plot(iterations, _series(entries, "propagated_accuracy"), marker="o", markersize=3,
+                   color="tab:green")
+        _style_axes(lower, "% correct", "Accuracy of the propagated labels")
+    figure.tight_layout()
+    return figure
