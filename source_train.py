@@ -12,10 +12,10 @@ import torch
 from reid import datasets, models
 from reid.evaluators import Evaluator
 from reid.trainers import SourceTrainer
-from reid.utils.args import add, add_data_args, add_model_args, add_optim_args, add_run_args
+from reid.utils.args import ArgumentParser, add, add_data_args, add_model_args, add_optim_args, add_run_args
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.transforms import train_transform
-from reid.utils.experiment import check_batch, resolve_checkpoint, start_run
+from reid.utils.experiment import check_batch, check_model_config, model_config, resolve_checkpoint, start_run
 from reid.utils.logging import MetricsLog
 from reid.utils.runtime import run_main, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     check_batch(args.batch_size, args.num_instances)
     models.check_num_split(args.height, args.num_split)
     checkpoint = load_checkpoint(resolve_checkpoint(args.resume)) if args.resume else None
+    if checkpoint:
+        check_model_config(checkpoint, args, args.resume, keys=("arch", "features"))
     runtime = start_run(args)
 
     dataset = datasets.create(args.dataset, os.path.join(args.data_dir, args.dataset))
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in [args.dataset, *args.test_datasets]:
         test = dataset if name == args.dataset else datasets.create(name, os.path.join(args.data_dir, name))
         print(f"test on {name}:")
-        metrics[f"test_{name}"] = evaluator.evaluate(test.query, test.gallery, args.save_features)
+        save_features = args.save_features and os.path.splitext(args.save_features)[0] + f"_{name}.h5"
+        metrics[f"test_{name}"] = evaluator.evaluate(test.query, test.gallery, save_features, args.visrank,
+                                                     os.path.join(args.logs_dir, "visrank", name))
 
 
 def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, best_top1: float) -> float:
@@ -82,14 +86,15 @@ def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, b
         metrics["epochs"] = epochs
         if runtime.is_main:
             no_best_yet = not os.path.exists(os.path.join(args.logs_dir, "model_best.pth.tar"))
-            save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1},
+            save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
+                             "config": model_config(args)},
                             os.path.join(args.logs_dir, "checkpoint.pth.tar"), is_best=is_best or no_best_yet)
     runtime.barrier()
     return best_top1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_data_args(parser, cross_domain=False, batch_size=128, num_instances=8)
     add_model_args(parser)
     add_optim_args(parser, lr=3e-4, epochs=150)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import h5py
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -15,6 +16,7 @@ from reid.evaluation_metrics import cmc, mean_ap
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.transforms import test_transform
 from reid.utils.runtime import Runtime
+from reid.utils.visualize import visualize_ranked_results
 
 TOPK = (1, 5, 10)
 
@@ -75,10 +77,8 @@ def pairwise_distance(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tenso
     return squared.addmm_(query, gallery.t(), beta=1, alpha=-2).clamp_(min=0)
 
 
-def evaluate_features(query_features: torch.Tensor, gallery_features: torch.Tensor, query: Sequence[Item],
-                      gallery: Sequence[Item]) -> dict[str, float]:
-    """mAP and CMC top-1/5/10 in percent (Market-1501 protocol) from evaluation features."""
-    distmat = pairwise_distance(query_features, gallery_features).numpy()
+def evaluate_distances(distmat: np.ndarray, query: Sequence[Item], gallery: Sequence[Item]) -> dict[str, float]:
+    """mAP and CMC top-1/5/10 in percent (Market-1501 protocol) from a query x gallery distance matrix."""
     query_ids, query_cams = _ids_cams(query)
     gallery_ids, gallery_cams = _ids_cams(gallery)
     m_ap = mean_ap(distmat, query_ids, gallery_ids, query_cams, gallery_cams)
@@ -112,23 +112,26 @@ class Evaluator:
         return extract_features(self.model, items, self.runtime, *self.size, batch_size=self.batch_size,
                                 workers=self.workers, desc=desc)
 
-    def evaluate(self, query: Sequence[Item], gallery: Sequence[Item],
-                 save_features: str | None = None) -> dict[str, float]:
+    def evaluate(self, query: Sequence[Item], gallery: Sequence[Item], save_features: str | None = None,
+                 visrank: int = 0, visrank_dir: str = "") -> dict[str, float]:
+        """Metrics in percent; optionally saves the features (HDF5) and draws ``visrank`` ranked lists."""
         query_pooled = self.features(query, "query features")
         gallery_pooled = self.features(gallery, "gallery features")
         query_features, gallery_features = eval_features(query_pooled), eval_features(gallery_pooled)
         if save_features and self.runtime.is_main:
             save_features_h5(save_features, {"query": (query, query_features),
                                              "gallery": (gallery, gallery_features)})
-        metrics = evaluate_features(query_features, gallery_features, query, gallery)
+        distmat = pairwise_distance(query_features, gallery_features).numpy()
+        metrics = evaluate_distances(distmat, query, gallery)
         print(format_metrics(metrics))
+        if visrank and self.runtime.is_main:
+            paths = visualize_ranked_results(distmat, query, gallery, visrank_dir, visrank, size=self.size)
+            print(f"ranked lists of {len(paths)} queries in {visrank_dir}")
         return metrics
 
 
 def save_features_h5(fpath: str, subsets: dict[str, tuple[Sequence[Item], torch.Tensor]]) -> None:
     """Write each subset's features with its file names, pids and cameras to an HDF5 file (one group each)."""
-    import h5py
-
     with h5py.File(fpath, "w") as h5:
         for name, (items, features) in subsets.items():
             group = h5.create_group(name)

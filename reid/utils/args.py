@@ -13,6 +13,17 @@ from reid import datasets, models
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the scripts' error style: one line ``error: ...`` on stderr and exit status 2."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def _spellings(name: str) -> list[str]:
     """``--data-dir`` -> ["--data-dir", "--data_dir"] (one entry when the name has neither)."""
     hyphen, underscore = name.replace("_", "-"), name.replace("-", "_")
@@ -88,4 +99,7 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
     add(group, "--print-freq", type=int, default=10, help="batches between progress lines")
     add(group, "--save-features", type=str, default=None,
         help="HDF5 file for the final query/gallery features, names, pids and cameras")
+    add(group, "--visrank", type=int, default=0, metavar="N",
+        help="draw the top-10 gallery images of N queries after the final evaluation (logs dir/visrank)")
+    add(group, "--tensorboard", action="store_true", help="also log scalars for TensorBoard (needs tensorboard)")
     add(group, "--debug", action="store_true", help="show full tracebacks")

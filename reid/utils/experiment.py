@@ -24,6 +24,29 @@ def start_run(args: argparse.Namespace) -> Runtime:
     return runtime
 
 
+class Scalars:
+    """Optional TensorBoard scalars (``--tensorboard``) under ``<logs_dir>/tensorboard``; a no-op otherwise."""
+
+    def __init__(self, logs_dir: str, enabled: bool):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard skipped: the tensorboard package is not installed (pip install tensorboard)")
+            return
+        self.writer = SummaryWriter(os.path.join(logs_dir, "tensorboard"))
+
+    def add(self, step: int, record: dict, prefix: str = "") -> None:
+        if self.writer is None:
+            return
+        for name, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(prefix + name, value, step)
+        self.writer.flush()
+
+
 def resolve_checkpoint(path: str, option: str = "--resume") -> str:
     """A checkpoint file, or a logs dir holding ``model_best.pth.tar`` or ``checkpoint.pth.tar``."""
     if os.path.isdir(path):
@@ -40,3 +63,19 @@ def check_batch(batch_size: int, num_instances: int, world_size: int = 1) -> Non
     if num_instances < 1 or batch_size % (num_instances * world_size):
         raise UserError(f"--batch-size {batch_size} must be a multiple of --num-instances {num_instances}"
                         + (f" x {world_size} processes" if world_size > 1 else ""))
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    """What a checkpoint records of the model, to refuse resuming it with other options."""
+    return {"arch": args.arch, "num_split": args.num_split, "features": args.features}
+
+
+def check_model_config(checkpoint: dict, args: argparse.Namespace, source: str,
+                       keys: tuple[str, ...] = ("arch", "num_split", "features")) -> None:
+    """Compare a checkpoint's recorded model options (absent in the authors' files) with this run's."""
+    stored, wanted = checkpoint.get("config") or {}, model_config(args)
+    for key in keys:
+        if key in stored and stored[key] != wanted[key]:
+            option = {"arch": "-a/--arch", "num_split": "--num-split", "features": "--features"}[key]
+            raise UserError(f"{source}: checkpoint was trained with {option} {stored[key]}, this run asks for "
+                            f"{wanted[key]}")

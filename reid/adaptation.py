@@ -1,0 +1,209 @@
+"""The machinery shared by ``selftraining.py`` (SSG) and ``semitraining.py`` (SSG++).
+
+One iteration of self-similarity grouping (spec section 4): extract source and target features, compute the
+source-aware k-reciprocal distance once per feature type, freeze DBSCAN's eps at the first iteration, cluster,
+and keep the images that no feature type calls an outlier. :class:`AdaptationRun` owns the run's records:
+the before-adaptation row, one metrics entry per iteration, checkpoints and resuming.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from reid import models
+from reid.cluster import cluster_labels, compute_eps, count_clusters, pseudo_labels
+from reid.evaluators import extract_features, type_features
+from reid.rerank import re_ranking
+from reid.utils.args import (
+    ArgumentParser,
+    add,
+    add_data_args,
+    add_grouping_args,
+    add_model_args,
+    add_optim_args,
+    add_run_args,
+)
+from reid.utils.data.preprocessor import Item
+from reid.utils.errors import UserError
+from reid.utils.experiment import Scalars, check_batch, check_model_config, model_config, resolve_checkpoint
+from reid.utils.logging import MetricsLog
+from reid.utils.plots import plot_metrics
+from reid.utils.runtime import Runtime, unwrap
+from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
+
+FEATURE_TYPES = ("global", "upper", "lower")
+
+
+def type_names(num_split: int) -> list[str]:
+    """Names of the S+1 feature types: global, then the stripes top to bottom."""
+    if num_split == 2:
+        return list(FEATURE_TYPES)
+    return ["global", *(f"stripe{s}" for s in range(num_split))]
+
+
+def build_parser(description: str, logs_name: str) -> argparse.ArgumentParser:
+    """The options of both adaptation scripts, with the spec's defaults."""
+    parser = ArgumentParser(description=description)
+    add_data_args(parser, cross_domain=True, batch_size=128, num_instances=4)
+    add_model_args(parser)
+    add_optim_args(parser, lr=6e-5, epochs=70)
+    add_grouping_args(parser)
+    add_run_args(parser, logs_name=logs_name)
+    add(parser, "--resume-from", type=str, default="",
+        help="continue an interrupted run from its checkpoint.pth.tar (or its logs dir)")
+    return parser
+
+
+def check_args(args: argparse.Namespace, world_size: int = 1) -> dict:
+    """Checks that take seconds, before any expensive work. Returns the checkpoint to start from: the
+    interrupted run's (``--resume-from``) or the source model (``--resume``)."""
+    check_batch(args.batch_size, args.num_instances, world_size)
+    models.check_num_split(args.height, args.num_split)
+    if args.resume_from:
+        checkpoint = load_checkpoint(resolve_checkpoint(args.resume_from, "--resume-from"))
+        check_model_config(checkpoint, args, args.resume_from)
+        return checkpoint
+    if not args.resume:
+        raise UserError("--resume: give the source model trained by source_train.py (file or logs dir)")
+    checkpoint = load_checkpoint(resolve_checkpoint(args.resume))
+    check_model_config(checkpoint, args, args.resume, keys=("arch", "features"))
+    return checkpoint
+
+
+@dataclass
+class Grouping:
+    """DBSCAN labels of every target training image (N, S+1), -1 = outlier, and the frozen eps per type."""
+
+    labels: np.ndarray
+    eps: list[float]
+
+    @property
+    def kept(self) -> np.ndarray:
+        return pseudo_labels(list(self.labels.T))[0]
+
+    def summary(self, names: list[str]) -> dict:
+        record = {f"eps_{n}": float(e) for n, e in zip(names, self.eps)}
+        record.update({f"clusters_{n}": count_clusters(self.labels[:, t]) for t, n in enumerate(names)})
+        record["images_kept"] = int(len(self.kept))
+        return record
+
+
+def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[Item], runtime: Runtime,
+                             args: argparse.Namespace, eps: list[float] | None) -> tuple[Grouping, torch.Tensor]:
+    """Spec steps 1-4. Returns the grouping and the target's pooled features (N, S+1, C), which SSG++
+    reuses. Rank 0 clusters and broadcasts, so every DDP rank trains on the same pseudo-labels."""
+    source_pooled = extract_features(model, source, runtime, args.height, args.width, workers=args.workers,
+                                     desc="source features") if args.lambda_value > 0 else None
+    target_pooled = extract_features(model, target, runtime, args.height, args.width, workers=args.workers,
+                                     desc="target features")
+    result = [None]
+    if runtime.is_main:
+        result[0] = _cluster(source_pooled, target_pooled, args, eps)
+    if runtime.distributed:
+        dist.broadcast_object_list(result, src=0)
+    return result[0], target_pooled
+
+
+def _cluster(source_pooled: torch.Tensor | None, target_pooled: torch.Tensor, args: argparse.Namespace,
+             eps: list[float] | None) -> Grouping:
+    target_types = type_features(target_pooled)
+    source_types = type_features(source_pooled) if source_pooled is not None else [None] * len(target_types)
+    labels, eps_used = [], []
+    for t, (source_t, target_t) in enumerate(zip(source_types, target_types)):
+        distance = re_ranking(source_t, target_t, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
+                              sparse=True)
+        eps_used.append(eps[t] if eps else compute_eps(distance, args.rho))
+        labels.append(cluster_labels(distance, eps_used[-1], args.min_samples))
+    return Grouping(np.stack(labels, axis=1), eps_used)
+
+
+def check_enough_clusters(grouping: Grouping, args: argparse.Namespace, iteration: int) -> None:
+    """A batch needs ``batch_size / num_instances`` distinct global clusters among the kept images."""
+    needed = args.batch_size // args.num_instances
+    found = len(np.unique(grouping.labels[grouping.kept, 0]))
+    if found < needed:
+        raise UserError(f"iteration {iteration}: grouping kept {found} usable clusters, a batch of "
+                        f"{args.batch_size} needs {needed}; stopped, the last checkpoint is kept (try a larger "
+                        "--rho, a smaller --batch-size or a better source model)")
+
+
+def final_outputs(args: argparse.Namespace, iteration: int) -> dict:
+    """Evaluation extras of the last iteration: saved features and ranked-list pictures."""
+    if iteration + 1 < args.iteration:
+        return {}
+    return {"save_features": args.save_features, "visrank": args.visrank,
+            "visrank_dir": os.path.join(args.logs_dir, "visrank")}
+
+
+class AdaptationRun:
+    """Records and checkpoints of an adaptation run; resumes one from ``--resume-from``.
+
+    Checkpoint fields: ``state_dict``, ``optimizer``, ``epoch`` (= finished iterations), ``best_top1``,
+    ``eps`` (frozen per feature type), ``rng`` (python, numpy, torch) and whatever the script adds
+    (``extra``); metrics.json holds ``before`` and ``iteration_<k>`` entries.
+    """
+
+    def __init__(self, args: argparse.Namespace, runtime: Runtime, checkpoint: dict):
+        self.args = args
+        self.runtime = runtime
+        self.checkpoint = checkpoint
+        self.resuming = bool(args.resume_from)
+        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=self.resuming)
+        self.start_iteration = checkpoint["epoch"] if self.resuming else 0
+        self.best_top1 = checkpoint.get("best_top1", 0.0) if self.resuming else 0.0
+        self.eps: list[float] | None = checkpoint.get("eps") if self.resuming else None
+        self.scalars = Scalars(args.logs_dir, args.tensorboard and runtime.is_main)
+
+    def load_model(self, model: nn.Module) -> None:
+        """The source model (classifier dropped), or the interrupted run's weights and RNG state."""
+        source = self.args.resume_from or self.args.resume
+        load_model_weights(model, self.checkpoint["state_dict"], source, drop_classifier=True)
+        if self.resuming:
+            _set_rng_state(self.checkpoint.get("rng"))
+            print(f"resumed {source} after iteration {self.start_iteration - 1}")
+        else:
+            print(f"loaded source model {source}")
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.resuming and "optimizer" in self.checkpoint:
+            optimizer.load_state_dict(self.checkpoint["optimizer"])
+
+    def finish_iteration(self, iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                         record: dict, extra: dict | None = None) -> None:
+        """Write the iteration's metrics and checkpoint; model_best follows the target top-1."""
+        is_best = record["top1"] > self.best_top1
+        self.best_top1 = max(self.best_top1, record["top1"])
+        self.metrics[f"iteration_{iteration}"] = record
+        if self.runtime.is_main:
+            plot_metrics(self.metrics.data, os.path.join(self.args.logs_dir, "plots"))
+            self.scalars.add(iteration, record, prefix="target/")
+            state = {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "epoch": iteration + 1, "best_top1": self.best_top1, "eps": self.eps,
+                     "rng": _rng_state(), "config": model_config(self.args), **(extra or {})}
+            save_checkpoint(state, os.path.join(self.args.logs_dir, "checkpoint.pth.tar"), is_best=is_best)
+            print(f"iteration {iteration}: top-1 {record['top1']:.1f}%  best {self.best_top1:.1f}%"
+                  + ("  (new best)" if is_best else ""))
+        self.runtime.barrier()
+
+
+def _rng_state() -> dict:
+    """RNG states as plain lists and tensors, so that checkpoints load with ``weights_only=True``."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos,
+                                                   has_gauss, gauss], "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict | None) -> None:
+    if state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, key, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])

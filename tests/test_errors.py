@@ -1,0 +1,160 @@
+"""Bad input gets one clear line on stderr and exit status 2, checked before expensive work; --debug shows
+the traceback."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import selftraining
+import source_train
+from reid import models
+from reid.adaptation import Grouping, check_enough_clusters
+from reid.trainers import BaseTrainer
+from reid.utils.errors import UserError
+from reid.utils.runtime import Runtime, run_main
+from reid.utils.serialization import save_checkpoint
+
+SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0"]
+
+
+def run(main, argv, capsys):
+    """Exit status and the stderr lines of a script run."""
+    try:
+        status = run_main(main, argv)
+    except SystemExit as exc:  # argparse
+        status = exc.code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return status, lines
+
+
+def assert_one_line(status, lines, *fragments):
+    assert status == 2
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def source_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("source")
+    model = models.create("resnet18", num_split=2, num_features=32, num_classes=16, pretrained=False)
+    config = {"arch": "resnet18", "num_split": 2, "features": 32}
+    save_checkpoint({"state_dict": model.state_dict(), "epoch": 1, "config": config},
+                    str(folder / "checkpoint.pth.tar"), is_best=True)
+    return folder
+
+
+def adapt_args(data_dir, logs_dir, resume, *extra):
+    return ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(data_dir), "--logs_dir",
+            str(logs_dir), "--resume", str(resume), "-b", "8", "--num-instances", "4", *SMALL, *extra]
+
+
+def test_missing_dataset_folder(tmp_path, capsys):
+    status, lines = run(source_train.main, ["--dataset", "market1501", "--data_dir", str(tmp_path / "none"),
+                                            "--logs_dir", str(tmp_path / "logs"), "--no-pretrained", *SMALL], capsys)
+    assert_one_line(status, lines, "market1501", "bounding_box_train")
+
+
+def test_unknown_dataset_lists_known_names(tmp_path, capsys):
+    status, lines = run(source_train.main, ["--dataset", "viper", "--logs_dir", str(tmp_path)], capsys)
+    assert_one_line(status, lines, "viper", "market1501", "synth_b")
+
+
+def test_num_split_must_divide_feature_map(tmp_path, capsys):
+    status, lines = run(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "--num-split", "3",
+                                            *SMALL], capsys)
+    assert_one_line(status, lines, "--num-split 3")
+    assert not (tmp_path / "log.txt").exists()  # refused before the run started
+
+
+def test_batch_must_be_a_multiple_of_num_instances(tmp_path, capsys):
+    status, lines = run(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "-b", "10",
+                                            "--num-instances", "4", *SMALL], capsys)
+    assert_one_line(status, lines, "--batch-size 10", "--num-instances 4")
+
+
+def test_unwritable_logs_dir(tmp_path, tiny_pair, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    status, lines = run(source_train.main, ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir",
+                                            str(blocker / "logs"), "--no-pretrained", *SMALL], capsys)
+    assert_one_line(status, lines, "--logs-dir", "cannot write")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+def test_unreadable_source_checkpoint(tmp_path, tiny_pair, capsys, content):
+    bad = tmp_path / "model.pth.tar"
+    bad.write_bytes(content)
+    status, lines = run(selftraining.main, adapt_args(tiny_pair, tmp_path / "logs", bad), capsys)
+    assert_one_line(status, lines, str(bad))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_truncated_checkpoint(tmp_path, tiny_pair, source_checkpoint, capsys):
+    data = (source_checkpoint / "checkpoint.pth.tar").read_bytes()
+    bad = tmp_path / "truncated.pth.tar"
+    bad.write_bytes(data[: len(data) // 3])
+    status, lines = run(selftraining.main, adapt_args(tiny_pair, tmp_path / "logs", bad), capsys)
+    assert_one_line(status, lines, "truncated.pth.tar", "not a readable checkpoint")
+
+
+def test_checkpoint_of_another_architecture(tmp_path, tiny_pair, source_checkpoint, capsys):
+    argv = adapt_args(tiny_pair, tmp_path / "logs", source_checkpoint)
+    argv[argv.index("resnet18")] = "resnet34"
+    status, lines = run(selftraining.main, argv, capsys)
+    assert_one_line(status, lines, "-a/--arch resnet18", "resnet34")
+
+
+def test_checkpoint_of_another_num_split_cannot_be_resumed(tmp_path, tiny_pair, source_checkpoint, capsys):
+    argv = adapt_args(tiny_pair, tmp_path / "logs", source_checkpoint, "--resume-from",
+                      str(source_checkpoint / "checkpoint.pth.tar"), "--num-split", "1")
+    status, lines = run(selftraining.main, argv, capsys)
+    assert_one_line(status, lines, "--num-split 2", "asks for 1")
+
+
+def test_weights_of_another_shape(tmp_path, tiny_pair, capsys):
+    model = models.create("resnet18", num_split=2, num_features=32, pretrained=False)
+    bad = tmp_path / "foreign.pth.tar"
+    state = model.state_dict()
+    state["feat.weight"] = torch.zeros(32, 100)
+    torch.save({"state_dict": state}, bad)
+    status, lines = run(selftraining.main, adapt_args(tiny_pair, tmp_path / "logs", bad), capsys)
+    assert status == 2 and "do not fit this model" in lines[0] and len(lines) == 1
+
+
+def test_corrupt_jpeg_is_named(tmp_path, tiny_pair, source_checkpoint, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_pair, data)
+    victim = sorted((data / "synth_b" / "query").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    status, lines = run(selftraining.main, adapt_args(data, tmp_path / "logs", source_checkpoint), capsys)
+    assert_one_line(status, lines, victim.name, "cannot read image")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(UserError):
+        run_main(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "--num-split", "3",
+                                     "--debug", *SMALL])
+
+
+def test_too_few_clusters_stop_cleanly():
+    labels = np.array([[0, 0, 0], [0, 0, 0], [1, 1, 1], [-1, 0, 0]])
+    args = type("Args", (), {"batch_size": 8, "num_instances": 4})
+    with pytest.raises(UserError, match="grouping kept 1 usable clusters, a batch of 8 needs 2"):
+        check_enough_clusters(Grouping(labels[[0, 1, 3]], [0.1] * 3), args, iteration=3)
+    check_enough_clusters(Grouping(labels, [0.1] * 3), args, iteration=3)
+
+
+def test_nan_loss_stops_with_a_clear_message():
+    class NanTrainer(BaseTrainer):
+        def loss(self, batch):
+            return self.model(batch).sum() * float("nan"), {}
+
+    model = torch.nn.Linear(2, 1)
+    trainer = NanTrainer(model, Runtime(torch.device("cpu")))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+    with pytest.raises(UserError, match="loss became nan at epoch 0 batch 1"):
+        trainer.train(0, [torch.ones(1, 2)], optimizer)
+    assert torch.equal(model.weight, before)  # no step was taken with it

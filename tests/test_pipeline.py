@@ -1,0 +1,71 @@
+"""End to end on a tiny synthetic pair: source training, SSG and SSG++ write complete records."""
+import json
+
+import pytest
+
+import selftraining
+import semitraining
+import source_train
+from reid.utils.runtime import run_main
+
+SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0",
+         "--print-freq", "100"]
+ADAPT = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--iteration", "2", "--epochs", "1",
+         "-b", "8", "--num-instances", "4", "--rho", "0.05", "--lr", "1e-3"]
+METRICS = {"mAP", "top1", "top5", "top10"}
+
+
+@pytest.fixture(scope="module")
+def source_logs(tiny_pair, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("source")
+    argv = ["--dataset", "synth_a", "--test-datasets", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
+            str(logs), "--epochs", "2", "--eval-freq", "1", "-b", "16", "--num-instances", "4", "--no-pretrained",
+            *SMALL]
+    assert run_main(source_train.main, argv) == 0
+    return logs
+
+
+def read_metrics(logs):
+    return json.loads((logs / "metrics.json").read_text())
+
+
+def test_source_training_records(source_logs):
+    metrics = read_metrics(source_logs)
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert set(metrics["epochs"][-1]) >= METRICS and {"loss", "triplet", "ce"} <= set(metrics["epochs"][0])
+    for name in ("test_synth_a", "test_synth_b"):
+        assert set(metrics[name]) >= METRICS and 0 <= metrics[name]["mAP"] <= 100
+    for name in ("log.txt", "args.json", "checkpoint.pth.tar", "model_best.pth.tar"):
+        assert (source_logs / name).exists()
+    assert "test on synth_b" in (source_logs / "log.txt").read_text()
+
+
+def test_selftraining_writes_complete_metrics(tiny_pair, source_logs, tmp_path):
+    argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(tmp_path),
+            *SMALL]
+    assert run_main(selftraining.main, argv) == 0
+    metrics = read_metrics(tmp_path)
+    assert list(metrics) == ["before", "iteration_0", "iteration_1"]
+    for k in (0, 1):
+        entry = metrics[f"iteration_{k}"]
+        assert set(entry) >= METRICS
+        assert {"eps_global", "eps_upper", "eps_lower", "clusters_global", "clusters_upper",
+                "clusters_lower", "images_kept"} <= set(entry)
+        assert entry["clusters_global"] >= 2 and entry["images_kept"] > 0
+    assert metrics["iteration_0"]["eps_global"] == metrics["iteration_1"]["eps_global"]  # frozen
+    for name in ("log.txt", "args.json", "checkpoint.pth.tar", "model_best.pth.tar"):
+        assert (tmp_path / name).exists()
+
+
+def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, source_logs, tmp_path):
+    logs = tmp_path / "fresh" / "semi"
+    argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(logs),
+            "--label-iteration", "1", "--sample", "cluster", *SMALL]
+    assert run_main(semitraining.main, argv) == 0
+    metrics = read_metrics(logs)
+    assert list(metrics) == ["before", "iteration_0", "iteration_1"]
+    assert "labelled" not in metrics["iteration_0"]
+    last = metrics["iteration_1"]
+    assert set(last) >= METRICS and last["labelled"] == len(json.loads((logs / "labelled_set.json").read_text())
+                                                            ["indices"])
+    assert last["propagated"] > 0 and 0 <= last["propagated_accuracy"] <= 100

@@ -1,0 +1,65 @@
+"""SSG++: the labelled-set draw, its storage, the selection schedule and label propagation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reid.propagation import draw_labelled_set, load_or_draw_labelled_set, num_selected, propagate_labels
+from reid.utils.errors import UserError
+
+GLOBAL = np.array([0, 0, 1, -1, 1, 2, 2, 2, -1, 0])
+ITEMS = [(f"img{i}.jpg", i // 3, 0) for i in range(len(GLOBAL))]
+
+
+def test_cluster_draw_takes_one_member_per_cluster_and_is_reproducible():
+    drawn = draw_labelled_set(GLOBAL, "cluster")
+    assert sorted(GLOBAL[drawn]) == [0, 1, 2]
+    assert np.array_equal(drawn, draw_labelled_set(GLOBAL, "cluster"))
+
+
+def test_random_draw_takes_as_many_images():
+    drawn = draw_labelled_set(GLOBAL, "random")
+    assert len(drawn) == 3 and len(set(drawn)) == 3
+    assert np.array_equal(drawn, draw_labelled_set(GLOBAL, "random"))
+
+
+def test_labelled_set_is_saved_in_a_new_folder_and_reused(tmp_path):
+    fpath = tmp_path / "not" / "yet" / "labelled_set.json"
+    drawn = load_or_draw_labelled_set(str(fpath), ITEMS, GLOBAL, "cluster")
+    stored = json.loads(fpath.read_text())
+    assert stored["indices"] == drawn.tolist()
+    assert stored["fnames"] == [ITEMS[i][0] for i in drawn]
+    other_clusters = np.zeros_like(GLOBAL)
+    assert np.array_equal(load_or_draw_labelled_set(str(fpath), ITEMS, other_clusters, "cluster"), drawn)
+
+
+def test_stored_set_of_another_target_is_refused(tmp_path):
+    fpath = tmp_path / "labelled_set.json"
+    load_or_draw_labelled_set(str(fpath), ITEMS, GLOBAL, "cluster")
+    renamed = [(f"other{i}.jpg", pid, cam) for i, (_, pid, cam) in enumerate(ITEMS)]
+    with pytest.raises(UserError, match="another target"):
+        load_or_draw_labelled_set(str(fpath), renamed, GLOBAL, "cluster")
+
+
+def test_selection_schedule():
+    assert num_selected(5, 300) == 60
+    assert num_selected(0, 300) == 10
+    assert num_selected(29, 300) == 300
+    assert num_selected(40, 300) == 300
+    assert num_selected(1, 61, iterations=4) == 30
+
+
+def test_propagation_copies_the_nearest_labelled_identity_most_confident_first():
+    rng = np.random.default_rng(0)
+    centres = F.normalize(torch.from_numpy(rng.normal(size=(3, 16))).float(), dim=1)
+    spread = np.tile([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 3)
+    member = np.repeat(np.arange(3), 7)
+    noise = torch.from_numpy(rng.normal(size=(21, 16))).float() * torch.tensor(spread).float()[:, None] * 0.3
+    features = F.normalize(centres[member] + noise, dim=1)
+    labelled = np.array([0, 7, 14])  # the least noisy member of each group
+    propagation = propagate_labels(features, labelled, np.array([100, 200, 300]), k1=4, k2=2)
+    assert sorted(propagation.indices) == sorted(set(range(21)) - set(labelled))
+    assert np.array_equal(propagation.labels, 100 * (member[propagation.indices] + 1))
+    assert np.all(np.diff(propagation.distances) >= 0)
