@@ -10,8 +10,9 @@ from reid.utils.runtime import run_main
 
 SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0",
          "--print-freq", "100"]
-ADAPT = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--iteration", "2", "--epochs", "1",
-         "-b", "8", "--num-instances", "4", "--rho", "0.05", "--lr", "1e-3"]
+PAIR_AND_TRAINING = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--epochs", "1", "-b", "8",
+                     "--num-instances", "4", "--rho", "0.05", "--lr", "1e-3"]
+ADAPT = [*PAIR_AND_TRAINING, "--iteration", "2"]
 METRICS = {"mAP", "top1", "top5", "top10"}
 
 
@@ -40,10 +41,16 @@ def test_source_training_records(source_logs):
     assert "test on synth_b" in (source_logs / "log.txt").read_text()
 
 
-def test_selftraining_writes_complete_metrics(tiny_pair, source_logs, tmp_path):
-    argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(tmp_path),
-            *SMALL]
+@pytest.fixture(scope="module")
+def ssg_logs(tiny_pair, source_logs, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("ssg")
+    argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(logs), *SMALL]
     assert run_main(selftraining.main, argv) == 0
+    return logs
+
+
+def test_selftraining_writes_complete_metrics(ssg_logs):
+    tmp_path = ssg_logs
     metrics = read_metrics(tmp_path)
     assert list(metrics) == ["before", "iteration_0", "iteration_1"]
     for k in (0, 1):
@@ -69,3 +76,15 @@ def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, so
     assert set(last) >= METRICS and last["labelled"] == len(json.loads((logs / "labelled_set.json").read_text())
                                                             ["indices"])
     assert last["propagated"] > 0 and 0 <= last["propagated_accuracy"] <= 100
+
+
+def test_interrupted_run_resumes_to_the_same_records(tiny_pair, source_logs, ssg_logs, tmp_path):
+    common = [*PAIR_AND_TRAINING, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir",
+              str(tmp_path), *SMALL]
+    assert run_main(selftraining.main, [*common, "--iteration", "1"]) == 0
+    assert list(read_metrics(tmp_path)) == ["before", "iteration_0"]
+    assert run_main(selftraining.main, [*common, "--iteration", "2", "--resume-from", str(tmp_path)]) == 0
+    resumed, uninterrupted = read_metrics(tmp_path), read_metrics(ssg_logs)
+    assert list(resumed) == list(uninterrupted)
+    for key, entry in uninterrupted.items():
+        assert resumed[key] == pytest.approx(entry, rel=1e-4), key
