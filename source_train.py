@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resumed {args.resume} at epoch {start_epoch} (best top-1 {best_top1:.1f}%)")
     model = wrap_model(model, runtime, args.sync_bn)
     evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers)
-    metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=bool(checkpoint))
+    metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=bool(checkpoint), write=runtime.is_main)
 
     if not args.evaluate:
         best_top1 = train(args, dataset, model, runtime, evaluator, metrics, start_epoch, best_top1)

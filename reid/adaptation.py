@@ -8,6 +8,7 @@ the before-adaptation row, one metrics entry per iteration, checkpoints and resu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[
         result[0] = _cluster(source_pooled, target_pooled, args, eps)
     if runtime.distributed:
         dist.broadcast_object_list(result, src=0)
+        digest = hashlib.sha1(result[0].labels.tobytes()).hexdigest()[:12]
+        print(f"rank {runtime.rank}: pseudo-labels digest {digest}", flush=True)
     return result[0], target_pooled
 
 
@@ -155,7 +158,8 @@ class AdaptationRun:
         self.runtime = runtime
         self.checkpoint = checkpoint
         self.resuming = bool(args.resume_from)
-        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=self.resuming)
+        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=self.resuming,
+                                  write=runtime.is_main)
         self.start_iteration = checkpoint["epoch"] if self.resuming else 0
         self.best_top1 = checkpoint.get("best_top1", 0.0) if self.resuming else 0.0
         self.eps: list[float] | None = checkpoint.get("eps") if self.resuming else None

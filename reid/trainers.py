@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from reid.loss import TripletLoss
+from reid.utils.distributed import gather_output
 from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime
 
@@ -60,9 +61,12 @@ class BaseTrainer:
         raise NotImplementedError
 
     def _forward(self, batch):
+        """The model's output and the labels, gathered over DDP ranks so that every rank computes the loss on
+        the whole global batch (negatives are mined across it)."""
         images, _, labels, *_ = batch
         device = self.runtime.device
-        return self.model(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+        output = self.model(images.to(device, non_blocking=True))
+        return gather_output(output, labels.to(device, non_blocking=True))
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype | None:

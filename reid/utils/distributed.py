@@ -115,7 +115,7 @@ def gather_output(output: ReIDOutput, labels: Tensor) -> tuple[ReIDOutput, Tenso
 
 
 class DistributedBatchNorm(_BatchNorm):
-    """BatchNorm over the global batch of all ranks, for 2-D (N, C), 3-D (N, C, L) and 4-D (N, C, H, W) inputs.
+    """BatchNorm over the global batch of all ranks, for (N, C), (N, C, L) and (N, C, H, W) inputs.
 
     In training mode with a process group of more than one rank, each rank computes the count, mean and sum
     of squared deviations of its shard per channel; these are gathered with :func:`gather_batch`
@@ -160,7 +160,8 @@ class DistributedBatchNorm(_BatchNorm):
         values = input.to(compute_dtype)
         channel_shape = (1, -1) + (1,) * (input.dim() - 2)
         mean, variance, count = _global_moments(values, channel_shape)
-        normalised = (values - mean.view(channel_shape)) * torch.rsqrt(variance + self.eps).view(channel_shape)
+        inverse_std = torch.rsqrt(variance + self.eps)
+        normalised = (values - mean.view(channel_shape)) * inverse_std.view(channel_shape)
         if self.affine:
             normalised = normalised * self.weight.view(channel_shape) + self.bias.view(channel_shape)
         if self.track_running_stats:
@@ -168,7 +169,8 @@ class DistributedBatchNorm(_BatchNorm):
         return normalised.to(input.dtype)
 
     @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, variance: Tensor, count: Tensor, average_factor: float) -> None:
+    def _update_running_stats(self, mean: Tensor, variance: Tensor, count: Tensor,
+                              average_factor: float) -> None:
         unbiased = variance * (count / (count - 1).clamp(min=1))
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), average_factor)
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), average_factor)

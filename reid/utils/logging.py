@@ -80,13 +80,15 @@ class MetricsLog:
     """``metrics.json``: a dict of named entries (``before``, ``iteration_0``, ``final``...), rewritten
     atomically after each update so that an interrupted run keeps what it measured."""
 
-    def __init__(self, fpath: str, resume: bool = False):
+    def __init__(self, fpath: str, resume: bool = False, write: bool = True):
         self.fpath = fpath
+        self.write = write  # False on DDP ranks other than 0: they keep the data but leave the file alone
         self.data: dict[str, Any] = read_json(fpath) if resume and os.path.exists(fpath) else {}
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
-        write_json(self.fpath, self.data)
+        if self.write:
+            write_json(self.fpath, self.data)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reid.utils.distributed import convert_sync_batchnorm
 from reid.utils.errors import UserError
 from reid.utils.logging import stop_logging
 
@@ -68,7 +69,7 @@ def wrap_model(model: nn.Module, runtime: Runtime, sync_bn: bool = True) -> nn.M
     """Move ``model`` to the device and wrap it for several GPUs or processes."""
     if runtime.distributed:
         if sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, runtime.device.type)
         model = model.to(runtime.device)
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

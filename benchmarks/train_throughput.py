@@ -1,0 +1,162 @@
+"""Benchmark: images per second of one SSG training step (SSG spec section 4, step 6) in four numeric modes.
+
+A step is what ``reid.trainers.SSGTrainer`` does per batch: forward of the part-pooling ResNet
+(``num_split=2``, 2048-d embedding, no classifier), the four block-mined triplet terms
+(``reid.trainers.part_triplet_terms``, margin 0.5, 4 images per identity), backward and an SGD step
+(lr 6e-5, momentum 0.9, weight decay 5e-4), on random images. The modes are fp32, AMP (bf16 autocast where
+the GPU supports it, else fp16 with a GradScaler), channels_last memory format, and both. On the CPU only fp32
+runs unless ``--force`` (AMP is then bf16 autocast on the CPU). cuDNN autotuning is on for every mode.
+
+Run from the repository root: ``python -m benchmarks.train_throughput [--arch resnet50] [--batch-size 128]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+
+from reid import models
+from reid.loss import TripletLoss
+from reid.trainers import part_triplet_terms
+from reid.utils.errors import UserError
+from reid.utils.runtime import run_main
+
+NUM_SPLIT = 2
+NUM_INSTANCES = 4
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    amp: bool
+    channels_last: bool
+
+
+MODES = (
+    Mode("fp32", amp=False, channels_last=False),
+    Mode("AMP", amp=True, channels_last=False),
+    Mode("channels_last", amp=False, channels_last=True),
+    Mode("AMP + channels_last", amp=True, channels_last=True),
+)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available; use --device cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def random_batch(batch_size: int, height: int, width: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and (B, S+1) labels made of identity blocks of 4, the shape of an SSG batch."""
+    images = torch.randn(batch_size, 3, height, width, device=device)
+    identities = torch.arange(batch_size // NUM_INSTANCES, device=device).repeat_interleave(NUM_INSTANCES)
+    # Stripe clusters merge pairs of global clusters, so the three feature types mine different negatives.
+    labels = torch.stack([identities, identities // 2, identities // 2], dim=1)
+    return images, labels
+
+
+def images_per_second(args: argparse.Namespace, device: torch.device, mode: Mode) -> float:
+    """Time ``args.steps`` training steps after ``args.warmup`` untimed ones."""
+    torch.manual_seed(0)
+    model = models.create(args.arch, num_split=NUM_SPLIT, num_features=2048, pretrained=False).to(device)
+    images, labels = random_batch(args.batch_size, args.height, args.width, device)
+    if mode.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    dtype = amp_dtype(device)
+    triplet = TripletLoss(margin=0.5, mining="block", num_instances=NUM_INSTANCES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=6e-5, momentum=0.9, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=mode.amp and dtype == torch.float16)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=mode.amp):
+            loss, _ = part_triplet_terms(triplet, model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    model.train()
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    synchronize(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (AMP dtype {amp_dtype(device)})"
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-a", "--arch", default="resnet50", choices=models.names())
+    parser.add_argument("-b", "--batch-size", type=int, default=None, help="default 128 on CUDA, 32 on CPU")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default: 5 CUDA, 1 CPU)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--force", action="store_true", help="also run AMP and channels_last on the CPU")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace, device: torch.device) -> None:
+    on_cuda = device.type == "cuda"
+    args.batch_size = args.batch_size or (128 if on_cuda else 32)
+    args.steps = args.steps if args.steps is not None else (20 if on_cuda else 3)
+    args.warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
+    if args.batch_size < NUM_INSTANCES or args.batch_size % NUM_INSTANCES:
+        raise UserError(f"--batch-size {args.batch_size} must be a positive multiple of {NUM_INSTANCES}")
+    if args.steps < 1 or args.warmup < 0:
+        raise UserError(f"--steps {args.steps} must be >= 1 and --warmup {args.warmup} >= 0")
+    if args.width < 1:
+        raise UserError(f"--width {args.width} must be a positive number of pixels")
+    models.check_num_split(args.height, NUM_SPLIT)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    check_args(args, device)
+    torch.backends.cudnn.benchmark = True
+    print(f"{args.arch}, batch {args.batch_size} of {args.height}x{args.width}, {args.steps} timed steps "
+          f"after {args.warmup} warm-up, on {describe_device(device)}")
+    print(f"{'mode':<22}{'img/s':>10}{'vs fp32':>10}")
+    baseline = None
+    for mode in MODES:
+        if device.type == "cpu" and mode != MODES[0] and not args.force:
+            print(f"{mode.name:<22}{'n/a on CPU':>10}")
+            continue
+        throughput = images_per_second(args, device, mode)
+        baseline = baseline or throughput
+        print(f"{mode.name:<22}{throughput:>10.1f}{throughput / baseline:>9.2f}x", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

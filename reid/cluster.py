@@ -1,0 +1,230 @@
+"""Grouping step of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019; spec section 4, steps 3-5).
+
+From the k-reciprocal distance of each feature type (``reid.rerank.re_ranking``, dense or sparse): DBSCAN's
+eps, frozen at the first iteration; DBSCAN labels; and the pseudo-labelled set, the images that no feature
+type calls an outlier. Only label arrays leave this module: fitted DBSCAN objects hold a copy of the
+distance rows of every core sample (gigabytes on a dense matrix) and are never kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+import scipy.sparse
+from sklearn.cluster import DBSCAN
+
+from reid.utils.errors import UserError
+
+Distance = Union[np.ndarray, scipy.sparse.spmatrix]
+
+# Rows of a dense distance matrix scanned at once by compute_eps (about 16 M entries).
+_SCAN_ELEMENTS = 1 << 24
+
+
+def compute_eps(distance: Distance, rho: float = 1.6e-3) -> float:
+    """DBSCAN's eps: the mean of the smallest ``round(rho * count)`` pairwise distances (spec step 3).
+
+    The distances are the strictly-upper-triangular non-zero entries of D, ``count`` of them; the rounding
+    is numpy's ``np.round``, half to even (``round(2.5) = 2``), as the released code.
+
+    Parameters
+    ----------
+    distance : ndarray of shape (N, N) or scipy sparse matrix
+        Dense D, or the sparse form of ``reid.rerank.re_ranking``, whose omitted entries are rebuilt from its
+        diagonal (see there) when the smallest distances reach them.
+    rho : float
+        Fraction of the pairwise distances averaged, in (0, 1].
+
+    Returns
+    -------
+    float
+        The same value, bit for bit, for the dense matrix and its sparse form.
+
+    Raises
+    ------
+    UserError
+        When rho is outside (0, 1].
+    ValueError
+        When rho selects no distance, or the sparse form comes from lambda_value = 1 (its omitted entries
+        may then be 0, which the count leaves out).
+    """
+    if not 0 < rho <= 1:
+        raise UserError(f"rho: expected a number in (0, 1], got {rho!r}")
+    if scipy.sparse.issparse(distance):
+        smallest = _smallest_sparse(scipy.sparse.coo_matrix(distance), rho)
+    else:
+        smallest = _smallest_dense(np.asarray(distance), rho)
+    return float(np.mean(np.sort(smallest).astype(np.float64)))
+
+
+def _selected_count(rho: float, count: int) -> int:
+    selected = int(np.round(rho * count))
+    if selected == 0:
+        raise ValueError(f"compute_eps: rho={rho} selects none of the {count} pairwise distances")
+    return selected
+
+
+def _smallest_dense(distance: np.ndarray, rho: float) -> np.ndarray:
+    num = distance.shape[0]
+    step = max(1, _SCAN_ELEMENTS // max(num, 1))
+    columns = np.arange(num)
+    blocks = [(start, min(start + step, num)) for start in range(0, num, step)]
+
+    def upper_nonzero(start: int, stop: int) -> np.ndarray:
+        block = distance[start:stop]
+        upper = columns[None, :] > np.arange(start, stop)[:, None]
+        return block[upper & (block != 0)]
+
+    selected = _selected_count(rho, sum(upper_nonzero(start, stop).size for start, stop in blocks))
+    smallest = np.empty(0, dtype=distance.dtype)
+    for start, stop in blocks:  # keep only the running smallest, never all N^2 / 2 values at once
+        smallest = np.concatenate([smallest, upper_nonzero(start, stop)])
+        if smallest.size > selected:
+            smallest = np.partition(smallest, selected - 1)[:selected]
+    return smallest
+
+
+def _smallest_sparse(distance: scipy.sparse.coo_matrix, rho: float) -> np.ndarray:
+    num = distance.shape[0]
+    upper = distance.data[distance.row < distance.col]
+    stored = upper[upper != 0]
+    selected = _selected_count(rho, num * (num - 1) // 2 - (upper.size - stored.size))
+    candidates = np.concatenate([stored, _OmittedEntries(distance).smallest(selected)])
+    return np.partition(candidates, selected - 1)[:selected]
+
+
+class _OmittedEntries:
+    """The upper entries the sparse form of ``re_ranking`` leaves out, rebuilt bit for bit from its diagonal.
+
+    An omitted pair has J = 1, so ``D_ij = (1 - lambda) + (s_i + s_j)`` in float32, where the diagonal holds
+    ``2 s_i`` exactly and ``lambda = max_i s_i``. The value grows with ``s_i + s_j``, so the smallest omitted
+    entries are those of the pairs with the smallest sums: found by bisection on the sum, without visiting
+    the N^2 / 2 pairs.
+    """
+
+    def __init__(self, distance: scipy.sparse.coo_matrix):
+        self.num = distance.shape[0]
+        self.shift = (distance.diagonal() / 2).astype(np.float32)
+        self.base = np.float32(1) - self.shift.max()
+        if self.base <= 0:
+            raise ValueError("the sparse form of a lambda_value = 1 distance may omit zeros; use the dense form")
+        self.order = np.argsort(self.shift, kind="stable")
+        self.sorted_shift = self.shift[self.order].astype(np.float64)
+        rank = np.empty(self.num, dtype=np.int64)
+        rank[self.order] = np.arange(self.num)
+        upper = distance.row < distance.col
+        first, second = rank[distance.row[upper]], rank[distance.col[upper]]
+        self.stored_low, self.stored_high = np.minimum(first, second), np.maximum(first, second)
+        self.stored_keys = np.sort(self.stored_low * self.num + self.stored_high)
+
+    def smallest(self, count: int) -> np.ndarray:
+        """The ``count`` smallest omitted values (all of them when fewer are omitted), float32."""
+        low, high = 2 * self.sorted_shift[0] - 1, 2 * self.sorted_shift[-1]
+        within_high = self._omitted_within(high)
+        while within_high > 2 * count + 1024:  # bisect until about twice the needed pairs are enumerated
+            middle = (low + high) / 2
+            if not low < middle < high:
+                break
+            within = self._omitted_within(middle)
+            if within >= count:
+                high, within_high = middle, within
+            else:
+                low = middle
+        values = self._omitted_values(high)
+        return values if values.size <= count else np.partition(values, count - 1)[:count]
+
+    def _partner_ends(self, limit: float) -> np.ndarray:
+        """For each position a of the sorted shifts, the end of the partners b with s_a + s_b <= limit."""
+        return np.searchsorted(self.sorted_shift, limit - self.sorted_shift, side="right")
+
+    def _omitted_within(self, limit: float) -> int:
+        ends = self._partner_ends(limit)
+        pairs = np.maximum(ends - np.arange(self.num) - 1, 0).sum()
+        stored = (self.stored_high < ends[self.stored_low]).sum()
+        return int(pairs - stored)
+
+    def _omitted_values(self, limit: float) -> np.ndarray:
+        partners = np.maximum(self._partner_ends(limit) - np.arange(self.num) - 1, 0)
+        low = np.repeat(np.arange(self.num), partners)
+        first_of_low = np.cumsum(partners) - partners
+        high = low + 1 + np.arange(low.size) - first_of_low[low]
+        if self.stored_keys.size:
+            keys = low * self.num + high
+            position = np.minimum(np.searchsorted(self.stored_keys, keys), self.stored_keys.size - 1)
+            omitted = self.stored_keys[position] != keys
+            low, high = low[omitted], high[omitted]
+        return self.base + (self.shift[self.order[low]] + self.shift[self.order[high]])
+
+
+def cluster_labels(distance: Distance, eps: float, min_samples: int = 4) -> np.ndarray:
+    """DBSCAN on a precomputed distance (spec step 4); -1 marks outliers.
+
+    Parameters
+    ----------
+    distance : ndarray of shape (N, N) or scipy sparse matrix
+        Dense D or the sparse form of ``reid.rerank.re_ranking``; both give the same labels.
+    eps : float
+        Neighbourhood radius, > 0 (``compute_eps``); on the sparse form it must stay below every omitted
+        entry (about 1 - lambda_value).
+    min_samples : int
+        Neighbours (the image itself included) that make a core sample.
+
+    Returns
+    -------
+    ndarray of shape (N,), int64
+        Cluster ids 0..K-1, -1 for outliers.
+
+    Raises
+    ------
+    UserError
+        When min_samples is not a positive integer.
+    ValueError
+        When eps is not positive, or reaches an entry the sparse form omits.
+    """
+    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
+        raise UserError(f"min_samples: expected a positive integer, got {min_samples!r}")
+    if not eps > 0:
+        raise ValueError(f"cluster_labels: eps must be > 0, got {eps!r}")
+    if scipy.sparse.issparse(distance):
+        closest_omitted = _OmittedEntries(scipy.sparse.coo_matrix(distance)).smallest(1)
+        if closest_omitted.size and eps >= closest_omitted[0]:
+            raise ValueError(f"cluster_labels: eps={eps:.4f} reaches {closest_omitted[0]:.4f}, a distance the "
+                             "sparse form omits: every such pair would be a neighbour; use the dense form")
+    labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=1).fit_predict(distance)
+    return labels.astype(np.int64)
+
+
+def pseudo_labels(labels_per_type: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The pseudo-labelled set (spec step 5): images that no feature type calls an outlier.
+
+    Parameters
+    ----------
+    labels_per_type : sequence of S + 1 arrays of shape (N,)
+        DBSCAN labels of the global type first, then of each stripe.
+
+    Returns
+    -------
+    kept : ndarray of shape (K,), int64
+        Indices into the target training list, increasing.
+    labels : ndarray of shape (K, S + 1), int64
+        Row r holds the labels of image ``kept[r]``, one column per type, global first. The values are
+        DBSCAN's cluster ids unchanged (no relabelling): a cluster whose every member an other type calls
+        an outlier leaves a gap in a column's ids.
+    """
+    if len(labels_per_type) == 0:
+        raise ValueError("pseudo_labels: expected the labels of at least one feature type")
+    columns = [np.asarray(labels, dtype=np.int64) for labels in labels_per_type]
+    if any(column.shape != columns[0].shape or column.ndim != 1 for column in columns):
+        raise ValueError("pseudo_labels: every feature type needs one label per image (1-D, equal lengths), "
+                         f"got shapes {[column.shape for column in columns]}")
+    table = np.stack(columns, axis=1)
+    kept = np.flatnonzero((table != -1).all(axis=1))
+    return kept, table[kept]
+
+
+def count_clusters(labels: np.ndarray) -> int:
+    """Number of distinct clusters, outliers (-1) not counted, whether or not there are any."""
+    labels = np.asarray(labels)
+    return int(np.unique(labels[labels != -1]).size)
