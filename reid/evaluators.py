@@ -15,7 +15,7 @@ from tqdm import tqdm
 from reid.evaluation_metrics import cmc, mean_ap
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.transforms import test_transform
-from reid.utils.runtime import Runtime
+from reid.utils.runtime import Runtime, to_device
 from reid.utils.visualize import visualize_ranked_results
 
 TOPK = (1, 5, 10)
@@ -36,7 +36,7 @@ def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, 
                         batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
     chunks = []
     for images, *_ in tqdm(loader, desc=desc, leave=False, disable=not runtime.is_main or None):
-        images = images.to(runtime.device, non_blocking=True)
+        images = to_device(images, runtime)
         pooled = model(images).pooled + model(torch.flip(images, dims=[3])).pooled
         chunks.append(pooled.float().cpu())
     model.train(was_training)

@@ -16,7 +16,7 @@ from torch import nn
 from reid.loss import TripletLoss
 from reid.utils.distributed import gather_output
 from reid.utils.errors import UserError
-from reid.utils.runtime import Runtime
+from reid.utils.runtime import Runtime, to_device
 
 Stats = dict[str, float]
 
@@ -64,9 +64,8 @@ class BaseTrainer:
         """The model's output and the labels, gathered over DDP ranks so that every rank computes the loss on
         the whole global batch (negatives are mined across it)."""
         images, _, labels, *_ = batch
-        device = self.runtime.device
-        output = self.model(images.to(device, non_blocking=True))
-        return gather_output(output, labels.to(device, non_blocking=True))
+        output = self.model(to_device(images, self.runtime))
+        return gather_output(output, labels.to(self.runtime.device, non_blocking=True))
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -51,8 +51,6 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
     add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
     add(group, "--height", type=int, default=256)
     add(group, "--width", type=int, default=128)
-    add(group, "--cache-images", action="store_true",
-        help="keep decoded images in memory (useful when JPEG decoding bounds throughput)")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -57,26 +57,36 @@ def init_runtime(gpu_devices: str | None) -> Runtime:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
             torch.cuda.set_device(local_rank)
+            torch.backends.cudnn.benchmark = True
         dist.init_process_group("nccl" if use_cuda else "gloo")
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         return Runtime(device, rank=dist.get_rank(), world_size=dist.get_world_size())
     if use_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         return Runtime(torch.device("cuda", 0), gpu_ids=list(range(torch.cuda.device_count())))
     return Runtime(torch.device("cpu"))
 
 
 def wrap_model(model: nn.Module, runtime: Runtime, sync_bn: bool = True) -> nn.Module:
-    """Move ``model`` to the device and wrap it for several GPUs or processes."""
+    """Move ``model`` to the device (channels_last on CUDA, where convolutions run faster in that layout)
+    and wrap it for several GPUs or processes."""
     if runtime.distributed:
         if sync_bn:
             model = convert_sync_batchnorm(model, runtime.device.type)
-        model = model.to(runtime.device)
+        model = to_device(model, runtime)
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    model = model.to(runtime.device)
+    model = to_device(model, runtime)
     if len(runtime.gpu_ids) > 1:
         return nn.DataParallel(model, device_ids=runtime.gpu_ids)
     return model
+
+
+def to_device(tensor_or_model, runtime: Runtime):
+    """Move a model or an image batch to the runtime's device, channels_last on CUDA."""
+    if runtime.device.type == "cuda" and (isinstance(tensor_or_model, nn.Module) or tensor_or_model.dim() == 4):
+        return tensor_or_model.to(runtime.device, memory_format=torch.channels_last, non_blocking=True)
+    return tensor_or_model.to(runtime.device)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
