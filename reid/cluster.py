@@ -2,8 +2,10 @@
 
 From the k-reciprocal distance of each feature type (``reid.rerank.re_ranking``, dense or sparse): DBSCAN's
 eps, frozen at the first iteration; DBSCAN labels; and the pseudo-labelled set, the images that no feature
-type calls an outlier. Only label arrays leave this module: fitted DBSCAN objects hold a copy of the
-distance rows of every core sample (gigabytes on a dense matrix) and are never kept.
+type calls an outlier. Both forms of the distance give the same eps and labels: where the smallest
+distances reach pairs the sparse form omits, their values are rebuilt exactly from its diagonal. Only label
+arrays leave this module: fitted DBSCAN objects hold a copy of the distance rows of every core sample
+(gigabytes on a dense matrix) and are never kept.
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ class _OmittedEntries:
         self.shift = (distance.diagonal() / 2).astype(np.float32)
         self.base = np.float32(1) - self.shift.max()
         if self.base <= 0:
-            raise ValueError("the sparse form of a lambda_value = 1 distance may omit zeros; use the dense form")
+            raise ValueError("the sparse form of a lambda_value = 1 distance may omit zeros; "
+                             "use the dense form")
         self.order = np.argsort(self.shift, kind="stable")
-        self.sorted_shift = self.shift[self.order].astype(np.float64)
+        self.sorted_shift = self.shift[self.order].astype(np.float64)  # sums of two are exact in float64
         rank = np.empty(self.num, dtype=np.int64)
         rank[self.order] = np.arange(self.num)
         upper = distance.row < distance.col
@@ -121,19 +124,27 @@ class _OmittedEntries:
 
     def smallest(self, count: int) -> np.ndarray:
         """The ``count`` smallest omitted values (all of them when fewer are omitted), float32."""
-        low, high = 2 * self.sorted_shift[0] - 1, 2 * self.sorted_shift[-1]
-        within_high = self._omitted_within(high)
-        while within_high > 2 * count + 1024:  # bisect until about twice the needed pairs are enumerated
-            middle = (low + high) / 2
-            if not low < middle < high:
-                break
-            within = self._omitted_within(middle)
-            if within >= count:
-                high, within_high = middle, within
+        top = 2 * self.sorted_shift[-1]
+        if self._omitted_within(top) <= count:
+            return self._omitted_values(top)
+        below, reaching = self._bracket(count)
+        values = self._omitted_values(below) if below >= 0 else np.empty(0, dtype=np.float32)
+        # every omitted pair between the two limits has the sum `reaching`: no float64 lies in between
+        tied = np.float32(self.base) + np.float32(reaching)
+        return np.concatenate([values, np.full(count - values.size, tied, dtype=np.float32)])
+
+    def _bracket(self, count: int) -> tuple[float, float]:
+        """Adjacent float64 limits (as bit patterns, monotone for values >= 0), fewer than ``count`` omitted
+        pairs having a sum up to the first and at least ``count`` up to the second; -1 for none."""
+        below, reaching = -1, int(np.float64(2 * self.sorted_shift[-1]).view(np.int64))
+        while reaching - below > 1:
+            middle = (below + reaching) // 2
+            if self._omitted_within(float(np.int64(middle).view(np.float64))) >= count:
+                reaching = middle
             else:
-                low = middle
-        values = self._omitted_values(high)
-        return values if values.size <= count else np.partition(values, count - 1)[:count]
+                below = middle
+        as_float = [float(np.int64(bits).view(np.float64)) if bits >= 0 else -1.0 for bits in (below, reaching)]
+        return as_float[0], as_float[1]
 
     def _partner_ends(self, limit: float) -> np.ndarray:
         """For each position a of the sorted shifts, the end of the partners b with s_a + s_b <= limit."""
@@ -210,7 +221,7 @@ def pseudo_labels(labels_per_type: Sequence[np.ndarray]) -> tuple[np.ndarray, np
         Indices into the target training list, increasing.
     labels : ndarray of shape (K, S + 1), int64
         Row r holds the labels of image ``kept[r]``, one column per type, global first. The values are
-        DBSCAN's cluster ids unchanged (no relabelling): a cluster whose every member an other type calls
+        DBSCAN's cluster ids unchanged (no relabelling): a cluster whose every member another type calls
         an outlier leaves a gap in a column's ids.
     """
     if len(labels_per_type) == 0:
