@@ -64,7 +64,7 @@ def compute_eps(distance: Distance, rho: float = 1.6e-3) -> float:
 def _selected_count(rho: float, count: int) -> int:
     selected = int(np.round(rho * count))
     if selected == 0:
-        raise ValueError(f"compute_eps: rho={rho} selects none of the {count} pairwise distances")
+        raise UserError(f"--rho {rho} selects none of the {count} pairwise distances; use a larger --rho")
     return selected
 
 
@@ -201,8 +201,8 @@ def cluster_labels(distance: Distance, eps: float, min_samples: int = 4) -> np.n
     if scipy.sparse.issparse(distance):
         closest_omitted = _OmittedEntries(scipy.sparse.coo_matrix(distance)).smallest(1)
         if closest_omitted.size and eps >= closest_omitted[0]:
-            raise ValueError(f"cluster_labels: eps={eps:.4f} reaches {closest_omitted[0]:.4f}, a distance the "
-                             "sparse form omits: every such pair would be a neighbour; use the dense form")
+            raise UserError(f"DBSCAN eps {eps:.4f} reaches {closest_omitted[0]:.4f}, where images share no "
+                            "k-reciprocal neighbour: every pair would be a neighbour; use a smaller --rho")
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=1).fit_predict(distance)
     return labels.astype(np.int64)
 

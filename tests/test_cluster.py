@@ -29,7 +29,7 @@ def test_eps_hand_computed(rho, expected):
 
 
 def test_eps_refuses_a_rho_that_selects_nothing():
-    with pytest.raises(ValueError, match="selects none"):
+    with pytest.raises(UserError, match="selects none"):
         compute_eps(upper_example(), 0.05)  # round(0.25) = 0
     with pytest.raises(UserError, match="rho"):
         compute_eps(upper_example(), 0)
@@ -133,7 +133,7 @@ def test_cluster_labels_refuses_an_eps_reaching_omitted_entries():
     stored[entries.row, entries.col] = True
     closest_omitted = dense[~stored].min()
     cluster_labels(sparse, float(np.nextafter(closest_omitted, 0)))
-    with pytest.raises(ValueError, match="sparse form omits"):
+    with pytest.raises(UserError, match="share no"):
         cluster_labels(sparse, float(closest_omitted))
 
 
