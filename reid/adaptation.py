@@ -2,8 +2,8 @@
 
 One iteration of self-similarity grouping (spec section 4): extract source and target features, compute the
 source-aware k-reciprocal distance once per feature type, freeze DBSCAN's eps at the first iteration, cluster,
-and keep the images that no feature type calls an outlier. :class:`AdaptationRun` owns the run's records:
-the before-adaptation row, one metrics entry per iteration, checkpoints and resuming.
+and keep the images that no feature type calls an outlier. :class:`AdaptationRun` owns the run: set-up, the
+before-adaptation row, one metrics entry per iteration, plots, checkpoints and resuming.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from reid import models
+from reid import datasets, models
 from reid.cluster import cluster_labels, compute_eps, count_clusters, pseudo_labels
-from reid.evaluators import extract_features, type_features
+from reid.evaluators import Evaluator, extract_features, type_features
 from reid.rerank import re_ranking
 from reid.utils.args import (
     ArgumentParser,
@@ -31,12 +31,21 @@ from reid.utils.args import (
     add_optim_args,
     add_run_args,
 )
+from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
+from reid.utils.data.transforms import train_transform
 from reid.utils.errors import UserError
-from reid.utils.experiment import Scalars, check_batch, check_model_config, model_config, resolve_checkpoint
+from reid.utils.experiment import (
+    Scalars,
+    check_batch,
+    check_model_config,
+    model_config,
+    resolve_checkpoint,
+    start_run,
+)
 from reid.utils.logging import MetricsLog
 from reid.utils.plots import plot_metrics
-from reid.utils.runtime import Runtime, unwrap
+from reid.utils.runtime import Runtime, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
 FEATURE_TYPES = ("global", "upper", "lower")
@@ -137,60 +146,83 @@ def check_enough_clusters(grouping: Grouping, args: argparse.Namespace, iteratio
                         "--rho, a smaller --batch-size or a better source model)")
 
 
-def final_outputs(args: argparse.Namespace, iteration: int) -> dict:
-    """Evaluation extras of the last iteration: saved features and ranked-list pictures."""
-    if iteration + 1 < args.iteration:
-        return {}
-    return {"save_features": args.save_features, "visrank": args.visrank,
-            "visrank_dir": os.path.join(args.logs_dir, "visrank")}
-
-
 class AdaptationRun:
-    """Records and checkpoints of an adaptation run; resumes one from ``--resume-from``.
+    """The state of an adaptation run and the steps both scripts share.
 
-    Checkpoint fields: ``state_dict``, ``optimizer``, ``epoch`` (= finished iterations), ``best_top1``,
-    ``eps`` (frozen per feature type), ``rng`` (python, numpy, torch) and whatever the script adds
-    (``extra``); metrics.json holds ``before`` and ``iteration_<k>`` entries.
+    Construction does the set-up: the quick checks, logs, both datasets, the model loaded from the source
+    checkpoint (``--resume``) or from an interrupted run (``--resume-from``), the evaluator, SGD built once,
+    and the before-adaptation row of metrics.json. Checkpoints hold ``state_dict``, ``optimizer``, ``epoch``
+    (= finished iterations), ``best_top1``, ``eps`` (frozen per feature type), ``rng`` and ``config``.
     """
 
-    def __init__(self, args: argparse.Namespace, runtime: Runtime, checkpoint: dict):
+    def __init__(self, args: argparse.Namespace):
+        checkpoint = check_args(args, int(os.environ.get("WORLD_SIZE", "1")))
         self.args = args
-        self.runtime = runtime
-        self.checkpoint = checkpoint
-        self.resuming = bool(args.resume_from)
-        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=self.resuming,
-                                  write=runtime.is_main)
-        self.start_iteration = checkpoint["epoch"] if self.resuming else 0
-        self.best_top1 = checkpoint.get("best_top1", 0.0) if self.resuming else 0.0
-        self.eps: list[float] | None = checkpoint.get("eps") if self.resuming else None
-        self.scalars = Scalars(args.logs_dir, args.tensorboard and runtime.is_main)
+        self.runtime = start_run(args)
+        self.source = datasets.create(args.src_dataset, os.path.join(args.data_dir, args.src_dataset))
+        self.target = datasets.create(args.tgt_dataset, os.path.join(args.data_dir, args.tgt_dataset))
+        resuming = bool(args.resume_from)
+        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=resuming,
+                                  write=self.runtime.is_main)
+        self.start_iteration = checkpoint["epoch"] if resuming else 0
+        self.best_top1 = checkpoint.get("best_top1", 0.0) if resuming else 0.0
+        self.eps: list[float] | None = checkpoint.get("eps") if resuming else None
+        self.scalars = Scalars(args.logs_dir, args.tensorboard and self.runtime.is_main)
 
-    def load_model(self, model: nn.Module) -> None:
-        """The source model (classifier dropped), or the interrupted run's weights and RNG state."""
-        source = self.args.resume_from or self.args.resume
-        load_model_weights(model, self.checkpoint["state_dict"], source, drop_classifier=True)
-        if self.resuming:
-            _set_rng_state(self.checkpoint.get("rng"))
-            print(f"resumed {source} after iteration {self.start_iteration - 1}")
-        else:
-            print(f"loaded source model {source}")
+        model = models.create(args.arch, num_split=args.num_split, num_features=args.features, pretrained=False)
+        source = args.resume_from or args.resume
+        load_model_weights(model, checkpoint["state_dict"], source, drop_classifier=True)
+        print(f"{'resumed' if resuming else 'source model'} {source}")
+        self.model = wrap_model(model, self.runtime, args.sync_bn)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
+                                         weight_decay=args.weight_decay)
+        if resuming:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            _set_rng_state(checkpoint.get("rng"))
+        self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers)
+        if "before" not in self.metrics:
+            print("before adaptation:")
+            self.metrics["before"] = self.evaluator.evaluate(self.target.query, self.target.gallery)
 
-    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.resuming and "optimizer" in self.checkpoint:
-            optimizer.load_state_dict(self.checkpoint["optimizer"])
+    def iterations(self) -> range:
+        return range(self.start_iteration, self.args.iteration)
 
-    def finish_iteration(self, iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                         record: dict, extra: dict | None = None) -> None:
-        """Write the iteration's metrics and checkpoint; model_best follows the target top-1."""
+    def group(self, iteration: int) -> tuple[Grouping, torch.Tensor]:
+        """Self-similarity grouping of the target (eps frozen after the first iteration); returns the grouping
+        and the target's pooled features."""
+        grouping, target_pooled = self_similarity_grouping(self.model, self.source.trainval, self.target.trainval,
+                                                           self.runtime, self.args, self.eps)
+        self.eps = grouping.eps
+        check_enough_clusters(grouping, self.args, iteration)
+        return grouping, target_pooled
+
+    def loader(self, indices: np.ndarray, labels: np.ndarray, iteration: int, random_crop: bool = False):
+        """Identity-balanced batches of the target images ``indices`` with ``labels`` (one row per image)."""
+        args = self.args
+        return identity_loader([self.target.trainval[i] for i in indices],
+                               train_transform(args.height, args.width, random_crop=random_crop), self.runtime,
+                               args.batch_size, args.num_instances, args.workers, args.seed + iteration, labels)
+
+    def evaluate(self, iteration: int) -> dict:
+        """Target mAP and CMC; the last iteration also saves features and draws ranked lists when asked."""
+        print(f"iteration {iteration} on the target:")
+        extras = {}
+        if iteration + 1 == self.args.iteration:
+            extras = {"save_features": self.args.save_features, "visrank": self.args.visrank,
+                      "visrank_dir": os.path.join(self.args.logs_dir, "visrank")}
+        return self.evaluator.evaluate(self.target.query, self.target.gallery, **extras)
+
+    def finish_iteration(self, iteration: int, record: dict) -> None:
+        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1."""
         is_best = record["top1"] > self.best_top1
         self.best_top1 = max(self.best_top1, record["top1"])
         self.metrics[f"iteration_{iteration}"] = record
         if self.runtime.is_main:
             plot_metrics(self.metrics.data, os.path.join(self.args.logs_dir, "plots"))
             self.scalars.add(iteration, record, prefix="target/")
-            state = {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"state_dict": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                      "epoch": iteration + 1, "best_top1": self.best_top1, "eps": self.eps,
-                     "rng": _rng_state(), "config": model_config(self.args), **(extra or {})}
+                     "rng": _rng_state(), "config": model_config(self.args)}
             save_checkpoint(state, os.path.join(self.args.logs_dir, "checkpoint.pth.tar"), is_best=is_best)
             print(f"iteration {iteration}: top-1 {record['top1']:.1f}%  best {self.best_top1:.1f}%"
                   + ("  (new best)" if is_best else ""))
