@@ -20,7 +20,7 @@ if [[ $SRC == synth_* && $TGT == synth_* ]]; then
     # CPU-sized profile: small inputs, ResNet-18 from scratch, few epochs and iterations.
     MODEL=(-a resnet18 --height 64 --width 32 --features 256 --no-pretrained)
     SOURCE=(--epochs 24 --eval-freq 6 -b 64 --num-instances 4 --lr 1e-3 --workers 2)
-    ADAPT=(--iteration 4 --epochs 6 -b 64 --lr 1e-3 --workers 2 --rho 6e-3)
+    ADAPT=(--iteration 4 --epochs 6 -b 64 --lr 3e-4 --workers 2 --rho 4e-3)
     SEMI=(--label-iteration 2)
 else
     MODEL=(-a resnet50 --height 256 --width 128)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             labelled = load_or_draw_labelled_set(os.path.join(args.logs_dir, "labelled_set.json"),
                                                  run.target.trainval, grouping.labels[:, 0], args.sample)
             propagation = propagate_labels(eval_features(target_pooled), labelled, true_ids[labelled])
-            n = num_selected(iteration, len(propagation.indices), args.iteration)
+            n = num_selected(iteration, len(propagation.indices))
             chosen = np.concatenate([labelled, propagation.indices[:n]])
             ids = np.concatenate([true_ids[labelled], propagation.labels[:n]])
             batches = JointBatches(batches, run.loader(chosen, ids, iteration, random_crop=True))

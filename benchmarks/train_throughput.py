@@ -7,6 +7,10 @@ A step is what ``reid.trainers.SSGTrainer`` does per batch: forward of the part-
 the GPU supports it, else fp16 with a GradScaler), channels_last memory format, and both. On the CPU only fp32
 runs unless ``--force`` (AMP is then bf16 autocast on the CPU). cuDNN autotuning is on for every mode.
 
+With ``--dataset NAME`` it also times the data pipeline alone (JPEG decoding, the SSG train transform,
+collation) through the project's identity loader with ``--workers`` processes, so the two rates show whether
+decoding bounds training.
+
 Run from the repository root: ``python -m benchmarks.train_throughput [--arch resnet50] [--batch-size 128]``.
 """
 
@@ -18,11 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
-from reid import models
+from reid import datasets, models
 from reid.loss import TripletLoss
 from reid.trainers import part_triplet_terms
+from reid.utils.data.loaders import identity_loader
+from reid.utils.data.transforms import train_transform
 from reid.utils.errors import UserError
-from reid.utils.runtime import run_main
+from reid.utils.runtime import Runtime, run_main
 
 NUM_SPLIT = 2
 NUM_INSTANCES = 4
@@ -104,6 +110,19 @@ def images_per_second(args: argparse.Namespace, device: torch.device, mode: Mode
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
+def loader_images_per_second(args: argparse.Namespace) -> float:
+    """Images per second that the identity loader delivers (decode + transform + collate), no model."""
+    dataset = datasets.create(args.dataset, f"{args.data_dir}/{args.dataset}", verbose=False)
+    loader = identity_loader(dataset.trainval, train_transform(args.height, args.width, random_crop=False),
+                             Runtime(torch.device("cpu")), args.batch_size, NUM_INSTANCES, args.workers, seed=0)
+    batches = iter(loader)
+    next(batches)  # worker start-up is not throughput
+    count, start = 0, time.perf_counter()
+    for images, *_ in batches:
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (AMP dtype {amp_dtype(device)})"
@@ -120,6 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default: 5 CUDA, 1 CPU)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--force", action="store_true", help="also run AMP and channels_last on the CPU")
+    parser.add_argument("--dataset", default=None, choices=datasets.names(), help="also time the data pipeline")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--workers", type=int, default=4, help="loader processes for --dataset")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
 
@@ -156,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{mode.name:<22}{throughput:>10.1f}{throughput / baseline:>9.2f}x", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.dataset:
+        rate = loader_images_per_second(args)
+        print(f"{'data pipeline':<22}{rate:>10.1f}  ({args.workers} workers, {args.dataset}, one epoch)")
 
 
 if __name__ == "__main__":

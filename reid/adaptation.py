@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from reid import datasets, models
 from reid.cluster import cluster_labels, compute_eps, count_clusters, pseudo_labels
@@ -128,7 +129,8 @@ def _cluster(source_pooled: torch.Tensor | None, target_pooled: torch.Tensor, ar
     target_types = type_features(target_pooled)
     source_types = type_features(source_pooled) if source_pooled is not None else [None] * len(target_types)
     labels, eps_used = [], []
-    for t, (source_t, target_t) in enumerate(zip(source_types, target_types)):
+    types = tqdm(list(zip(source_types, target_types)), desc="distance + DBSCAN", leave=False, disable=None)
+    for t, (source_t, target_t) in enumerate(types):
         distance = re_ranking(source_t, target_t, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
                               sparse=True)
         eps_used.append(eps[t] if eps else compute_eps(distance, args.rho))

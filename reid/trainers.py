@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sized
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from reid.loss import TripletLoss
 from reid.utils.distributed import gather_output
@@ -39,7 +40,9 @@ class BaseTrainer:
         totals: Stats = {}
         num_batches = len(batches) if isinstance(batches, Sized) else 0
         start = time.time()
-        for index, batch in enumerate(batches, 1):
+        progress = tqdm(batches, total=num_batches or None, desc=f"epoch {epoch}", leave=False,
+                        disable=not self.runtime.is_main or None)
+        for index, batch in enumerate(progress, 1):
             with torch.autocast(self.runtime.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, stats = self.loss(batch)
             if not torch.isfinite(loss):
@@ -51,8 +54,10 @@ class BaseTrainer:
             self.scaler.update()
             for name, value in {"loss": loss.item(), **stats}.items():
                 totals[name] = totals.get(name, 0.0) + value
-            if self.runtime.is_main and (index % self.print_freq == 0 or index == num_batches):
-                averages = "  ".join(f"{k} {v / index:.3f}" for k, v in totals.items())
+            averages = "  ".join(f"{k} {v / index:.3f}" for k, v in totals.items())
+            progress.set_postfix_str(averages, refresh=False)
+            # Without a terminal (logs, CI) the bar is off: print a line now and then instead.
+            if self.runtime.is_main and (index == num_batches or progress.disable and index % self.print_freq == 0):
                 print(f"epoch {epoch} [{index}/{num_batches}]  {averages}  {time.time() - start:.1f}s")
         count = max(1, num_batches or index)
         return {name: value / count for name, value in totals.items()}

@@ -3,7 +3,7 @@ import pytest
 
 from reid.datasets.synthetic import generate
 
-TINY = dict(num_train_ids=16, num_test_ids=8, num_cameras=3, images_per_camera=(2, 3))
+TINY = dict(num_train_ids=32, num_test_ids=16, num_cameras=3, images_per_camera=(2, 3))
 
 
 @pytest.fixture(scope="session")

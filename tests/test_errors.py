@@ -1,5 +1,6 @@
 """Bad input gets one clear line on stderr and exit status 2, checked before expensive work; --debug shows
 the traceback."""
+import json
 import shutil
 
 import numpy as np
@@ -10,10 +11,10 @@ import selftraining
 import source_train
 from reid import models
 from reid.adaptation import Grouping, check_enough_clusters
-from reid.trainers import BaseTrainer
+from reid.trainers import BaseTrainer, SSGTrainer
 from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime, run_main
-from reid.utils.serialization import save_checkpoint
+from reid.utils.serialization import load_checkpoint, save_checkpoint
 
 SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0"]
 
@@ -158,3 +159,23 @@ def test_nan_loss_stops_with_a_clear_message():
     with pytest.raises(UserError, match="loss became nan at epoch 0 batch 1"):
         trainer.train(0, [torch.ones(1, 2)], optimizer)
     assert torch.equal(model.weight, before)  # no step was taken with it
+
+
+def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tiny_pair, source_checkpoint, capsys,
+                                                                   monkeypatch):
+    calls = []
+    original = SSGTrainer.train
+
+    def interrupted_in_second_iteration(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SSGTrainer, "train", interrupted_in_second_iteration)
+    logs = tmp_path / "logs"
+    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "2", "--epochs", "1", "--rho", "0.05")
+    status, lines = run(selftraining.main, argv, capsys)
+    assert status == 130 and lines == ["interrupted: stopped; the last saved checkpoint is kept"]
+    assert load_checkpoint(str(logs / "checkpoint.pth.tar"))["epoch"] == 1
+    assert list(json.loads((logs / "metrics.json").read_text())) == ["before", "iteration_0"]

@@ -2,11 +2,14 @@
 import json
 
 import pytest
+import torch
 
 import selftraining
 import semitraining
 import source_train
-from reid.utils.runtime import run_main
+from reid import datasets, models
+from reid.evaluators import Evaluator
+from reid.utils.runtime import Runtime, run_main
 
 SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0",
          "--print-freq", "100"]
@@ -20,7 +23,8 @@ METRICS = {"mAP", "top1", "top5", "top10"}
 def source_logs(tiny_pair, tmp_path_factory):
     logs = tmp_path_factory.mktemp("source")
     argv = ["--dataset", "synth_a", "--test-datasets", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
-            str(logs), "--epochs", "2", "--eval-freq", "1", "-b", "16", "--num-instances", "4", "--no-pretrained",
+            str(logs), "--epochs", "6", "--eval-freq", "2", "-b", "16", "--num-instances", "4", "--lr", "1e-3",
+            "--no-pretrained",
             *SMALL]
     assert run_main(source_train.main, argv) == 0
     return logs
@@ -30,9 +34,20 @@ def read_metrics(logs):
     return json.loads((logs / "metrics.json").read_text())
 
 
+def test_source_training_learns(tiny_pair, source_logs):
+    torch.manual_seed(1)  # the run's --seed: the same initial weights
+    untrained = models.create("resnet18", num_split=2, num_features=32, num_classes=32, pretrained=False)
+    dataset = datasets.create("synth_a", str(tiny_pair / "synth_a"))
+    before = Evaluator(untrained, Runtime(torch.device("cpu")), 64, 32, workers=0).evaluate(dataset.query,
+                                                                                          dataset.gallery)
+    after = read_metrics(source_logs)["test_synth_a"]
+    assert after["mAP"] > before["mAP"] + 8
+
+
 def test_source_training_records(source_logs):
     metrics = read_metrics(source_logs)
-    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(6))
+    assert "mAP" in metrics["epochs"][1] and "mAP" not in metrics["epochs"][0]  # --eval-freq 2
     assert set(metrics["epochs"][-1]) >= METRICS and {"loss", "triplet", "ce"} <= set(metrics["epochs"][0])
     for name in ("test_synth_a", "test_synth_b"):
         assert set(metrics[name]) >= METRICS and 0 <= metrics[name]["mAP"] <= 100

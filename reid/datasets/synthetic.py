@@ -104,13 +104,15 @@ class DomainStyle:
         )
 
 
+# Both domains have camera colour casts, as real camera networks do, so that a source model learns some
+# invariance to them; the domains differ in palette, lighting, background, noise and blur.
 STYLE_A = DomainStyle(
-    hue_shift=0.0, saturation=1.0, brightness=1.0, gamma=1.0, lighting_jitter=0.08,
-    camera_cast=0.05, clutter=0.0, noise=2.0, blur=0.3,
+    hue_shift=0.0, saturation=1.0, brightness=1.0, gamma=1.0, lighting_jitter=0.12,
+    camera_cast=0.12, clutter=0.0, noise=2.0, blur=0.3,
 )
 STYLE_B = DomainStyle(
     hue_shift=0.07, saturation=0.55, brightness=0.85, gamma=1.25, lighting_jitter=0.15,
-    camera_cast=0.18, clutter=1.0, noise=6.0, blur=0.9,
+    camera_cast=0.15, clutter=1.0, noise=6.0, blur=0.9,
 )
 
 
