@@ -26,8 +26,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _spellings(name: str) -> list[str]:
     """``--data-dir`` -> ["--data-dir", "--data_dir"] (one entry when the name has neither)."""
-    hyphen, underscore = name.replace("_", "-"), name.replace("-", "_")
-    return [hyphen] if hyphen == underscore else [hyphen, "--" + underscore[2:]]
+    body = name[2:]
+    hyphen, underscore = body.replace("_", "-"), body.replace("-", "_")
+    return ["--" + hyphen] if hyphen == underscore else ["--" + hyphen, "--" + underscore]
 
 
 def add(group, name: str, *short: str, **kwargs) -> None:

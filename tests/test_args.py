@@ -1,0 +1,28 @@
+"""The authors' README command lines parse as typed, and the hyphenated spellings mean the same."""
+from reid.adaptation import build_parser
+
+README = ["--src_dataset", "market1501", "--tgt_dataset", "dukemtmc", "--resume", "logs/market1501", "--iteration",
+          "30", "--data_dir", "data", "--logs_dir", "logs/m2d", "--gpu-devices", "0,1", "--num-split", "2"]
+HYPHENATED = ["--src-dataset", "market1501", "--tgt-dataset", "dukemtmc", "--resume", "logs/market1501",
+              "--iteration", "30", "--data-dir", "data", "--logs-dir", "logs/m2d", "--gpu_devices", "0,1",
+              "--num_split", "2"]
+
+
+def test_readme_and_hyphenated_spellings_agree():
+    parser = build_parser("", "selftraining")
+    typed, hyphenated = parser.parse_args(README), parser.parse_args(HYPHENATED)
+    assert vars(typed) == vars(hyphenated)
+    assert (typed.src_dataset, typed.tgt_dataset, typed.iteration, typed.gpu_devices, typed.num_split) == (
+        "market1501", "dukemtmc", 30, "0,1", 2)
+
+
+def test_spec_defaults():
+    args = build_parser("", "selftraining").parse_args(README)
+    assert (args.batch_size, args.num_instances, args.lr, args.epochs, args.lambda_value, args.rho, args.k1, args.k2,
+            args.min_samples, args.seed, args.margin) == (128, 4, 6e-5, 70, 0.1, 1.6e-3, 20, 6, 4, 1, 0.5)
+    assert (args.arch, args.height, args.width, args.features) == ("resnet50", 256, 128, 2048)
+
+
+def test_single_word_options_have_one_spelling():
+    option_strings = [a.option_strings for a in build_parser("", "selftraining")._actions]
+    assert ["--seed"] in option_strings and ["-a", "--arch"] in option_strings
