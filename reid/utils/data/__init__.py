@@ -1,0 +1,1 @@
+"""Data pipeline: transforms, samplers and the image dataset wrapper."""

@@ -1,0 +1,45 @@
+"""A map-style dataset over ``(fname, pid, camid)`` items that names the file it cannot read."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from reid.utils.errors import UserError
+
+Item = tuple[str, int, int]
+
+
+def read_image(fname: str) -> Image.Image:
+    """Open an image as RGB, fully decoded, or raise UserError naming the file."""
+    try:
+        with Image.open(fname) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise UserError(f"{fname}: cannot read image ({exc})") from exc
+
+
+class Preprocessor(Dataset):
+    """Returns ``(image, fname, label, camid, index)``.
+
+    ``labels`` (one row per item, e.g. the (global, stripe...) pseudo-labels of SSG) replaces the item pids
+    when given; a row is returned as a tensor so that a batch collates to (B, S+1).
+    """
+
+    def __init__(self, items: Sequence[Item], transform: Callable, labels: np.ndarray | None = None):
+        self.items = list(items)
+        self.transform = transform
+        self.labels = None if labels is None else np.asarray(labels)
+        if self.labels is not None and len(self.labels) != len(self.items):
+            raise ValueError("labels must match items one to one")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        fname, pid, camid = self.items[index]
+        label = pid if self.labels is None else torch.as_tensor(self.labels[index])
+        return self.transform(read_image(fname)), fname, label, camid, index
