@@ -1,7 +1,8 @@
 """DataLoaders for identity-balanced training batches."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 import torch

@@ -1,7 +1,8 @@
 """A map-style dataset over ``(fname, pid, camid)`` items that names the file it cannot read."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 import torch
