@@ -42,6 +42,7 @@ class BaseTrainer:
         start = time.time()
         progress = tqdm(batches, total=num_batches or None, desc=f"epoch {epoch}", leave=False,
                         disable=not self.runtime.is_main or None)
+        index = 0
         for index, batch in enumerate(progress, 1):
             with torch.autocast(self.runtime.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, stats = self.loss(batch)
@@ -139,7 +140,9 @@ class SemiTrainer(SSGTrainer):
 class JointBatches(Sized):
     """Pairs every batch of ``main`` with the next batch of ``other``, restarting ``other`` when exhausted."""
 
-    def __init__(self, main: Sized, other: Iterable):
+    def __init__(self, main: Sized, other: Sized):
+        if len(other) == 0:
+            raise UserError("the labelled set holds fewer identities than a batch needs; use a smaller --batch-size")
         self.main = main
         self.other = other
 
