@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid.utils import plots, visualize
+from reid.utils import osutils, plots, visualize
 from reid.utils.errors import UserError
 from reid.utils.plots import feature_types, iteration_entries, plot_metrics
 from reid.utils.visualize import cell_box, spaced_indices, visualize_ranked_results
@@ -190,6 +190,6 @@ def test_write_atomically_leaves_nothing_when_writing_fails(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        plots.write_atomically(str(tmp_path / "accuracy.png"), fail_halfway)
+        osutils.write_atomically(str(tmp_path / "accuracy.png"), fail_halfway)
 
     assert list(tmp_path.iterdir()) == []

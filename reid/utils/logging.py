@@ -7,6 +7,7 @@ import sys
 from typing import Any, TextIO
 
 from reid.utils.errors import UserError
+from reid.utils.osutils import write_atomically
 
 
 class Tee:
@@ -64,11 +65,12 @@ def stop_logging() -> None:
 
 def write_json(fpath: str, data: Any) -> None:
     """Write JSON atomically (temporary file then rename)."""
-    tmp = fpath + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2, sort_keys=False)
-        stream.write("\n")
-    os.replace(tmp, fpath)
+    def dump(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+
+    write_atomically(fpath, dump)
 
 
 def read_json(fpath: str) -> Any:

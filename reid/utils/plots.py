@@ -14,6 +14,8 @@ import math
 import os
 from typing import Callable
 
+from reid.utils.osutils import write_atomically
+
 ITERATION_PREFIX = "iteration_"
 MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install matplotlib)"
 FIGURE_SIZE = (7.0, 4.0)
@@ -36,22 +38,6 @@ def feature_types(entries: list[tuple[int, dict]]) -> list[str]:
     for _, entry in entries:
         names.update((key[len("clusters_"):], None) for key in entry if key.startswith("clusters_"))
     return list(names)
-
-
-def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
-    """Call ``write`` on a temporary file beside ``fpath``, then rename it: a killed run leaves no half file.
-
-    The temporary name is built rather than made by ``tempfile.mkstemp`` so the file gets the usual
-    permissions (mkstemp's are owner-only).
-    """
-    folder, name = os.path.split(os.path.abspath(fpath))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, fpath)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @functools.cache

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import tempfile
 from typing import Any
 
 import torch
 from torch import nn
 
 from reid.utils.errors import UserError
+from reid.utils.osutils import write_atomically
 
 
 def save_checkpoint(state: dict, fpath: str, is_best: bool = False, best_name: str = "model_best.pth.tar") -> None:
@@ -23,26 +23,14 @@ def save_checkpoint(state: dict, fpath: str, is_best: bool = False, best_name: s
     to ``best_name`` beside it when ``is_best``. A process killed mid-save leaves the previous file intact."""
     folder = os.path.dirname(os.path.abspath(fpath))
     os.makedirs(folder, exist_ok=True)
-    _atomic_save(state, fpath)
+    write_atomically(fpath, lambda tmp: _save(state, tmp))
     if is_best:
-        best = os.path.join(folder, best_name)
-        tmp = best + ".tmp"
-        shutil.copyfile(fpath, tmp)
-        os.replace(tmp, best)
+        write_atomically(os.path.join(folder, best_name), lambda tmp: shutil.copyfile(fpath, tmp))
 
 
-def _atomic_save(state: dict, fpath: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(fpath)))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, fpath)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _save(state: dict, fpath: str) -> None:
+    with open(fpath, "wb") as stream:
+        torch.save(state, stream)
 
 
 def load_checkpoint(fpath: str) -> dict[str, Any]:

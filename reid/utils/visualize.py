@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from reid.utils.data.preprocessor import Item, read_image
-from reid.utils.plots import write_atomically
+from reid.utils.osutils import write_atomically
 
 TRUE_MATCH = (0, 170, 0)
 FALSE_MATCH = (220, 0, 0)
