@@ -15,7 +15,7 @@ from reid.trainers import SourceTrainer
 from reid.utils.args import ArgumentParser, add, add_data_args, add_model_args, add_optim_args, add_run_args
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.transforms import train_transform
-from reid.utils.experiment import check_batch, check_model_config, model_config, resolve_checkpoint, start_run
+from reid.utils.experiment import Scalars, check_batch, check_model_config, model_config, resolve_checkpoint, start_run
 from reid.utils.logging import MetricsLog
 from reid.utils.runtime import run_main, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -72,6 +72,7 @@ def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, b
                                   {"params": net.new_parameters(), "lr_mult": 3.0}],
                                  lr=args.lr, weight_decay=args.weight_decay)
     trainer = SourceTrainer(model, runtime, margin=args.margin, amp=args.amp, print_freq=args.print_freq)
+    scalars = Scalars(args.logs_dir, args.tensorboard and runtime.is_main)
     epochs = metrics.data.setdefault("epochs", [])
     for epoch in range(start_epoch, args.epochs):
         for group in optimizer.param_groups:
@@ -84,6 +85,7 @@ def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, b
         best_top1 = max(best_top1, record.get("top1", 0.0))
         epochs.append(record)
         metrics["epochs"] = epochs
+        scalars.add(epoch, record, prefix="source/")
         if runtime.is_main:
             no_best_yet = not os.path.exists(os.path.join(args.logs_dir, "model_best.pth.tar"))
             save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
