@@ -8,6 +8,7 @@ before-adaptation row, one metrics entry per iteration, plots, checkpoints and r
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import random
@@ -95,8 +96,9 @@ class Grouping:
     labels: np.ndarray
     eps: list[float]
 
-    @property
+    @functools.cached_property
     def kept(self) -> np.ndarray:
+        """Indices of the images no feature type calls an outlier (spec step 5)."""
         return pseudo_labels(list(self.labels.T))[0]
 
     def summary(self, names: list[str]) -> dict:
