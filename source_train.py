@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = datasets.create(args.dataset, os.path.join(args.data_dir, args.dataset))
     model = models.create(args.arch, num_split=args.num_split, num_features=args.features,
-                          num_classes=dataset.num_trainval_ids, dropout=args.dropout,
+                          num_classes=0 if args.evaluate else dataset.num_trainval_ids, dropout=args.dropout,
                           pretrained=not (args.no_pretrained or checkpoint), pretrained_path=args.pretrained_path)
     start_epoch, best_top1 = 0, 0.0
     if checkpoint:

@@ -71,25 +71,32 @@ def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
+def is_classifier_key(key: str) -> bool:
+    """Whether ``key`` belongs to an identity classifier, whatever the head's name (``classifier``, the
+    authors' ``classifier_x2``...): the released loader drops every such key."""
+    return "classifier" in key
+
+
 def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
                        drop_classifier: bool = True) -> None:
     """Copy ``state_dict`` into ``model`` (unwrapped of DataParallel/DDP).
 
-    ``module.`` prefixes are stripped; classifier weights are dropped when ``drop_classifier`` (the adaptation
-    scripts build the model without one) or when the model has none, and so is the unused ImageNet ``fc`` of
-    the backbone that open-reid era checkpoints carry (``base.fc.*``), and ``feat.bias``: open-reid's embedding
-    layer had a bias, which the BatchNorm right after it cancels in training (the embedding is not part of
-    the evaluation feature). Any other missing, unexpected or
-    mis-shaped key raises UserError naming ``source``: the checkpoint was made for another architecture or
+    ``module.`` prefixes are stripped. Every classifier key (:func:`is_classifier_key`) is dropped when
+    ``drop_classifier`` or when the model has no head of that name, as the authors' loader does; so are the unused
+    ImageNet ``fc`` of the backbone that open-reid era checkpoints carry (``base.fc.*``) and ``feat.bias``:
+    open-reid's embedding layer had a bias, which the BatchNorm right after it cancels in training (the
+    embedding is not part of the evaluation feature). Any other missing, unexpected or mis-shaped key raises
+    UserError naming ``source``: the checkpoint was made for another architecture or
     ``--num-split``/``--features``.
     """
     target = model.module if hasattr(model, "module") else model
     weights = {k: v for k, v in strip_module_prefix(state_dict).items()
                if not k.startswith("base.fc.") and k != "feat.bias"}
     own = target.state_dict()
-    if drop_classifier or not any(k.startswith("classifier.") for k in own):
-        weights = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
-    missing = [k for k in own if k not in weights and not (k.startswith("classifier.") and drop_classifier)]
+    # A head the model lacks (another name, or no classifier at all) is never an error.
+    weights = {k: v for k, v in weights.items()
+               if not is_classifier_key(k) or (k in own and not drop_classifier)}
+    missing = [k for k in own if k not in weights and not (is_classifier_key(k) and drop_classifier)]
     unexpected = [k for k in weights if k not in own]
     mismatched = [k for k, v in weights.items() if k in own and v.shape != own[k].shape]
     if missing or unexpected or mismatched:
