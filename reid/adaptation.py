@@ -121,9 +121,15 @@ def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[
         result[0] = _cluster(source_pooled, target_pooled, args, eps)
     if runtime.distributed:
         dist.broadcast_object_list(result, src=0)
-        digest = hashlib.sha1(result[0].labels.tobytes()).hexdigest()[:12]
-        print(f"rank {runtime.rank}: pseudo-labels digest {digest}", flush=True)
+    print_digest(runtime, "pseudo-labels", result[0].labels)
     return result[0], target_pooled
+
+
+def print_digest(runtime: Runtime, what: str, labels: np.ndarray) -> None:
+    """Under DDP every rank prints a digest of the labels it trains on: the log shows that the ranks agree."""
+    if runtime.distributed:
+        digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()[:12]
+        print(f"rank {runtime.rank}: {what} digest {digest}", flush=True)
 
 
 def _cluster(source_pooled: torch.Tensor | None, target_pooled: torch.Tensor, args: argparse.Namespace,

@@ -3,6 +3,7 @@
 One target image per global cluster is labelled by a person (here: its ground-truth identity), drawn once
 with seed 0 and stored so that reruns reuse it; every later iteration propagates those labels to the rest of
 the target by nearest labelled neighbour under the k-reciprocal distance, keeping the most confident.
+:class:`SemiSupervision` puts the pieces together: what SSG++'s labelled loader holds at each iteration.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reid.evaluators import eval_features
 from reid.rerank import re_ranking_query_gallery
 from reid.utils.data.preprocessor import Item
 from reid.utils.errors import UserError
@@ -39,9 +41,10 @@ def draw_labelled_set(global_labels: np.ndarray, method: str = "cluster", seed: 
 
 
 def load_or_draw_labelled_set(fpath: str, items: Sequence[Item], global_labels: np.ndarray,
-                              method: str) -> np.ndarray:
+                              method: str, write: bool = True) -> np.ndarray:
     """The stored labelled set when ``fpath`` exists (checked against ``items``), else a new draw saved
-    there as JSON (indices and file names)."""
+    there as JSON (indices and file names) when ``write`` (False on DDP ranks other than 0, which draw the
+    same set from the same broadcast clusters)."""
     if os.path.exists(fpath):
         stored = read_json(fpath)
         indices = np.asarray(stored["indices"], dtype=np.int64)
@@ -50,15 +53,21 @@ def load_or_draw_labelled_set(fpath: str, items: Sequence[Item], global_labels: 
                             "to draw a new one")
         return indices
     indices = draw_labelled_set(global_labels, method)
+    if not write:
+        return indices
     os.makedirs(os.path.dirname(os.path.abspath(fpath)), exist_ok=True)
     write_json(fpath, {"method": method, "seed": 0, "indices": indices.tolist(),
                        "fnames": [items[i][0] for i in indices]})
     return indices
 
 
-def num_selected(iteration: int, num_unlabelled: int, iterations: int = 30) -> int:
-    """How many propagated labels join at ``iteration``: ``min((iteration + 1) * (|U| // iterations), |U|)``
-    (``iterations`` = 30 in the paper's setting)."""
+def num_selected(iteration: int, num_unlabelled: int, iterations: int) -> int:
+    """How many propagated labels join at ``iteration``: ``min((iteration + 1) * (|U| // iterations), |U|)``.
+
+    ``iterations`` is the run's number of iterations (``--iteration``; 30 in the paper's setting): the
+    released code divides by it, so the selection grows by 1/iterations of U per iteration and reaches all of U
+    (less the remainder of the division) at the last one, whatever the run's length.
+    """
     return min((iteration + 1) * (num_unlabelled // iterations), num_unlabelled)
 
 
@@ -82,3 +91,66 @@ def propagate_labels(features: torch.Tensor, labelled: np.ndarray, labelled_ids:
     closest = distance[np.arange(len(unlabelled)), nearest]
     order = np.argsort(closest, kind="stable")
     return Propagation(unlabelled[order], np.asarray(labelled_ids)[nearest[order]], closest[order])
+
+
+@dataclass
+class LabelledSelection:
+    """The images of SSG++'s labelled loader at one iteration: the labelled set, then the propagated images."""
+
+    indices: np.ndarray   # into the target training list
+    labels: np.ndarray    # the annotated identity, then the propagated one
+    num_labelled: int
+    true_ids: np.ndarray  # ground truth of the same images, only to measure the propagated labels
+
+    def summary(self) -> dict:
+        """``labelled``, ``propagated`` and ``propagated_accuracy`` (percent, None when nothing propagated)."""
+        propagated = slice(self.num_labelled, None)
+        correct = self.labels[propagated] == self.true_ids[propagated]
+        return {"labelled": self.num_labelled, "propagated": int(len(correct)),
+                "propagated_accuracy": 100 * float(correct.mean()) if len(correct) else None}
+
+
+class SemiSupervision:
+    """What SSG++ adds to SSG (spec section 5): from ``label_iteration`` on, the labelled set and the most
+    confident propagated labels, recomputed every iteration from the current features.
+
+    Parameters
+    ----------
+    fpath : str
+        Where the labelled set is stored (``labelled_set.json`` in the logs dir).
+    items : sequence of Item
+        The target training images; their pids play the person who labels the drawn images.
+    sample : str
+        ``cluster`` or ``random`` (:func:`draw_labelled_set`).
+    label_iteration : int
+        The iteration at which the labelled set is drawn (5 in the paper's setting).
+    iterations : int
+        The run's number of iterations, which sets the selection schedule (:func:`num_selected`).
+    write : bool
+        Whether this process stores a new draw (rank 0 only under DDP).
+    """
+
+    def __init__(self, fpath: str, items: Sequence[Item], sample: str, label_iteration: int, iterations: int,
+                 write: bool = True):
+        self.fpath = fpath
+        self.write = write
+        self.items = items
+        self.true_ids = np.array([pid for _, pid, _ in items])
+        self.sample = sample
+        self.label_iteration = label_iteration
+        self.iterations = iterations
+
+    def select(self, iteration: int, global_labels: np.ndarray, pooled: torch.Tensor) -> LabelledSelection | None:
+        """The labelled loader's images at ``iteration``, None before ``label_iteration``.
+
+        ``global_labels`` are this iteration's global clusters (used by the draw only), ``pooled`` the target's
+        pooled features (N, S+1, C); labels propagate on their evaluation feature.
+        """
+        if iteration < self.label_iteration:
+            return None
+        labelled = load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.write)
+        propagation = propagate_labels(eval_features(pooled), labelled, self.true_ids[labelled])
+        n = num_selected(iteration, len(propagation.indices), self.iterations)
+        indices = np.concatenate([labelled, propagation.indices[:n]])
+        labels = np.concatenate([self.true_ids[labelled], propagation.labels[:n]])
+        return LabelledSelection(indices, labels, len(labelled), self.true_ids[indices])

@@ -88,9 +88,12 @@ def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, so
     assert list(metrics) == ["before", "iteration_0", "iteration_1"]
     assert "labelled" not in metrics["iteration_0"]
     last = metrics["iteration_1"]
-    assert set(last) >= METRICS and last["labelled"] == len(json.loads((logs / "labelled_set.json").read_text())
-                                                            ["indices"])
-    assert last["propagated"] > 0 and 0 <= last["propagated_accuracy"] <= 100
+    num_labelled = len(json.loads((logs / "labelled_set.json").read_text())["indices"])
+    assert set(last) >= METRICS and last["labelled"] == num_labelled
+    # The schedule grows by |U| // --iteration per iteration: at the second of two, (nearly) all of U.
+    num_unlabelled = len(datasets.create("synth_b", str(tiny_pair / "synth_b")).trainval) - num_labelled
+    assert last["propagated"] == 2 * (num_unlabelled // 2)
+    assert 0 <= last["propagated_accuracy"] <= 100
 
 
 def test_interrupted_run_resumes_to_the_same_records(tiny_pair, source_logs, ssg_logs, tmp_path):

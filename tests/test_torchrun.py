@@ -1,4 +1,4 @@
-"""Self-training under torchrun: 2 CPU processes (gloo) train on the same pseudo-labels and rank 0 writes a
+"""The adaptation scripts under torchrun: 2 CPU processes (gloo) train on the same labels and rank 0 writes a
 complete metrics.json."""
 import json
 import os
@@ -6,32 +6,61 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from reid import models
+from reid import datasets, models
 from reid.utils.serialization import save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_two_process_selftraining(tiny_pair, tmp_path):
-    source = tmp_path / "source.pth.tar"
+@pytest.fixture(scope="module")
+def source_checkpoint(tmp_path_factory):
+    source = tmp_path_factory.mktemp("source") / "source.pth.tar"
     torch.manual_seed(0)
     model = models.create("resnet18", num_split=2, num_features=32, pretrained=False)
     save_checkpoint({"state_dict": model.state_dict(), "epoch": 1}, str(source))
-    logs = tmp_path / "logs"
+    return source
+
+
+def run_two_processes(script, options, data_dir, source, logs):
+    """Runs ``script`` under torchrun with 2 processes on a tiny profile; returns what the ranks printed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               os.path.join(REPO, "selftraining.py"), "--src_dataset", "synth_a", "--tgt_dataset", "synth_b",
-               "--data_dir", str(tiny_pair), "--logs_dir", str(logs), "--resume", str(source), "--iteration", "1",
+               os.path.join(REPO, script), "--src_dataset", "synth_a", "--tgt_dataset", "synth_b",
+               "--data_dir", str(data_dir), "--logs_dir", str(logs), "--resume", str(source), "--iteration", "1",
                "--epochs", "1", "-b", "8", "--num-instances", "4", "--rho", "0.05", "-a", "resnet18", "--height",
-               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu"]
+               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu", *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    digests = re.findall(r"rank (\d): pseudo-labels digest (\w+)", result.stdout + result.stderr)
-    assert sorted(rank for rank, _ in digests) == ["0", "1"]
-    assert len({digest for _, digest in digests}) == 1
-    metrics = json.loads((logs / "metrics.json").read_text())
+    return result.stdout + result.stderr
+
+
+def assert_same_digest_on_both_ranks(output, what):
+    digests = re.findall(rf"rank (\d): {what} digest (\w+)", output)
+    assert sorted(rank for rank, _ in digests) == ["0", "1"], what
+    assert len({digest for _, digest in digests}) == 1, what
+
+
+def test_two_process_selftraining(tiny_pair, source_checkpoint, tmp_path):
+    output = run_two_processes("selftraining.py", [], tiny_pair, source_checkpoint, tmp_path)
+    assert_same_digest_on_both_ranks(output, "pseudo-labels")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert list(metrics) == ["before", "iteration_0"]
     assert {"mAP", "top1", "clusters_global", "images_kept"} <= set(metrics["iteration_0"])
-    assert (logs / "checkpoint.pth.tar").exists()
+    assert (tmp_path / "checkpoint.pth.tar").exists()
+
+
+def test_two_process_semitraining_two_forward_passes_per_step(tiny_pair, source_checkpoint, tmp_path):
+    """Each step runs a cluster batch and a labelled batch through the DDP model before one backward."""
+    output = run_two_processes("semitraining.py", ["--label-iteration", "0"], tiny_pair, source_checkpoint,
+                               tmp_path)
+    assert_same_digest_on_both_ranks(output, "pseudo-labels")
+    assert_same_digest_on_both_ranks(output, "labelled set")
+    entry = json.loads((tmp_path / "metrics.json").read_text())["iteration_0"]
+    labelled = json.loads((tmp_path / "labelled_set.json").read_text())["indices"]
+    num_images = len(datasets.create("synth_b", str(tiny_pair / "synth_b")).trainval)
+    # One iteration: the schedule propagates to every unlabelled image at once.
+    assert entry["labelled"] == len(labelled) and entry["propagated"] == num_images - len(labelled)
+    assert entry["loss"] > 0 and {"mAP", "top1"} <= set(entry)

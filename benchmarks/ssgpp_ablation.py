@@ -1,0 +1,290 @@
+"""Where SSG++'s gain over SSG comes from: an ablation on the synthetic pair (synth_a -> synth_b).
+
+Every variant adapts one source model with run.sh's demo profile (its synthetic branch, read from run.sh), once
+per seed:
+
+    ssg               selftraining.py
+    ssg_step_lr       SSG with SSG++'s step learning rate (semitraining.py with no labelled set ever drawn)
+    ssgpp_label0      SSG++ with the labelled set drawn at iteration 0
+    ssgpp             SSG++ as run.sh runs it (labelled set drawn at the profile's --label-iteration)
+    ssgpp_schedule30  SSG++ adding |U| // 30 propagated labels per iteration whatever the run's length
+    labelled_only     SSG++'s labelled loss on the labelled set alone: no propagation
+    true_propagation  SSG++ with the selected images' ground-truth identities: the propagation's ceiling
+    oracle            every target image with its true identity in both of SSG++'s loaders, the same loss and
+                      schedule from iteration 0: the ceiling of all
+
+The variants that are not options of the scripts are composed from the package's pieces (AdaptationRun,
+semitraining.train, reid.propagation.SemiSupervision). Each run writes its records under
+``<logs-dir>/<variant>/seed<k>``; a finished run is skipped and an interrupted one resumes, so a crash costs
+one run. The table gives the mean over seeds of mAP and top-1 per iteration, each seed's last mAP and the
+propagated labels (count and accuracy); it is also written to ``<logs-dir>/ablation.md`` and ``results.json``.
+
+    python -m benchmarks.ssgpp_ablation --seeds 1 2
+    python -m benchmarks.ssgpp_ablation --source-model logs/synth_a-synth_b/source --variants ssg ssgpp
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import selftraining
+import semitraining
+import source_train
+from reid.adaptation import AdaptationRun, Grouping
+from reid.propagation import LabelledSelection, SemiSupervision
+from reid.utils.errors import UserError
+from reid.utils.logging import read_json, write_json
+from reid.utils.osutils import write_atomically
+from reid.utils.plots import iteration_entries
+from reid.utils.runtime import run_main
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIR = ("synth_a", "synth_b")
+PAPER_ITERATIONS = 30
+INTERRUPTED = 130  # run_main's status after Ctrl-C
+
+
+def demo_profile(run_sh: Path = ROOT / "run.sh") -> dict[str, list[str]]:
+    """The option arrays (MODEL, SOURCE, ADAPT, SEMI) of run.sh's synthetic profile: the first ``then`` branch
+    whose condition names ``synth_``."""
+    branch = re.search(r"^if .*synth_.*then\n(.*?)^else", run_sh.read_text(), flags=re.M | re.S)
+    if branch is None:
+        raise UserError(f"{run_sh}: no synthetic profile found (an 'if ... synth_ ...; then' branch)")
+    arrays = re.findall(r"^\s*([A-Z_]+)=\((.*)\)\s*(?:#.*)?$", branch[1], flags=re.M)
+    profile = {name: shlex.split(values) for name, values in arrays}
+    missing = {"MODEL", "SOURCE", "ADAPT", "SEMI"} - set(profile)
+    if missing:
+        raise UserError(f"{run_sh}: the synthetic profile lacks {', '.join(sorted(missing))}")
+    return profile
+
+
+def option_value(options: list[str], name: str) -> int:
+    """The integer after the last ``name`` in an option list (argparse keeps the last)."""
+    positions = [i for i, option in enumerate(options) if option in (name, name.replace("-", "_"))]
+    if not positions:
+        raise UserError(f"run.sh's synthetic profile sets no {name}")
+    return int(options[positions[-1] + 1])
+
+
+class Selected:
+    """SSG++'s selection passed through ``change`` (a variant of what the labelled loader holds)."""
+
+    def __init__(self, supervision: SemiSupervision, change: Callable[[LabelledSelection], LabelledSelection]):
+        self.supervision = supervision
+        self.change = change
+
+    def select(self, *args) -> LabelledSelection | None:
+        selection = self.supervision.select(*args)
+        return None if selection is None else self.change(selection)
+
+
+def labelled_only(selection: LabelledSelection) -> LabelledSelection:
+    first = slice(0, selection.num_labelled)
+    return dataclasses.replace(selection, indices=selection.indices[first], labels=selection.labels[first],
+                               true_ids=selection.true_ids[first])
+
+
+def true_labels(selection: LabelledSelection) -> LabelledSelection:
+    return dataclasses.replace(selection, labels=selection.true_ids)
+
+
+class OracleRun(AdaptationRun):
+    """Groups the target by its true identities: every image kept, its identity in every feature type."""
+
+    def group(self, iteration: int) -> tuple[Grouping, None]:
+        true_ids = np.array([pid for _, pid, _ in self.target.trainval])
+        return Grouping(np.repeat(true_ids[:, None], self.args.num_split + 1, axis=1), eps=[]), None
+
+
+class EveryImage:
+    """The oracle's labelled loader: every target image with its true identity, from iteration 0."""
+
+    def __init__(self, supervision: SemiSupervision):
+        self.true_ids = supervision.true_ids
+
+    def select(self, iteration: int, *_) -> LabelledSelection:
+        everything = np.arange(len(self.true_ids))
+        return LabelledSelection(everything, self.true_ids, len(everything), self.true_ids)
+
+
+def semi_variant(run_class: type[AdaptationRun], wrap: Callable | None = None,
+                 iterations: int | None = None) -> Callable[[list[str]], None]:
+    """A main() for semitraining.py's loop with another run or labelled selection."""
+    def main(argv: list[str]) -> None:
+        run = run_class(semitraining.parse_args(argv))
+        supervision = semitraining.semi_supervision(run)
+        supervision.iterations = iterations or supervision.iterations
+        semitraining.train(run, wrap(supervision) if wrap else supervision)
+    return main
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    description: str
+    main: Callable[[list[str]], None]
+    options: Callable[[dict[str, list[str]]], list[str]]  # added to the profile's ADAPT options
+
+
+def _semi(profile: dict[str, list[str]]) -> list[str]:
+    return profile["SEMI"]
+
+
+def _label_iteration(iteration: int | str) -> Callable[[dict[str, list[str]]], list[str]]:
+    def options(profile: dict[str, list[str]]) -> list[str]:
+        value = option_value(profile["ADAPT"], "--iteration") if iteration == "never" else iteration
+        return [*profile["SEMI"], "--label-iteration", str(value)]
+    return options
+
+
+VARIANTS = {
+    "ssg": Variant("SSG", selftraining.main, lambda profile: []),
+    "ssg_step_lr": Variant("SSG, SSG++'s step lr", semitraining.main, _label_iteration("never")),
+    "ssgpp_label0": Variant("SSG++, labels at iteration 0", semitraining.main, _label_iteration(0)),
+    "ssgpp": Variant("SSG++ (run.sh)", semitraining.main, _semi),
+    "ssgpp_schedule30": Variant("SSG++, |U|//30 per iteration",
+                                semi_variant(AdaptationRun, iterations=PAPER_ITERATIONS), _semi),
+    "labelled_only": Variant("SSG++, no propagation", semi_variant(AdaptationRun, lambda s: Selected(
+        s, labelled_only)), _semi),
+    "true_propagation": Variant("SSG++, true labels propagated", semi_variant(AdaptationRun, lambda s: Selected(
+        s, true_labels)), _semi),
+    "oracle": Variant("oracle: true identities", semi_variant(OracleRun, EveryImage), _label_iteration(0)),
+}
+
+
+def source_model(args: argparse.Namespace, profile: dict[str, list[str]]) -> str:
+    """``--source-model``, or the profile's source model trained once under the logs dir."""
+    if args.source_model:
+        return args.source_model
+    logs = os.path.join(args.logs_dir, "source")
+    if not os.path.exists(os.path.join(logs, "model_best.pth.tar")):
+        argv = ["--dataset", PAIR[0], "--test-datasets", PAIR[1], "--data_dir", args.data_dir, "--logs_dir", logs,
+                *profile["MODEL"], *profile["SOURCE"]]
+        if run_main(source_train.main, argv) != 0:
+            raise UserError(f"source training failed, see {logs}/log.txt")
+    return logs
+
+
+def run_argv(variant: str, seed: int, source: str, args: argparse.Namespace, profile: dict[str, list[str]],
+             logs: str) -> list[str]:
+    argv = ["--src_dataset", PAIR[0], "--tgt_dataset", PAIR[1], "--resume", source, "--data_dir", args.data_dir,
+            "--logs_dir", logs, "--num-split", "2", "--seed", str(seed), *profile["MODEL"], *profile["ADAPT"],
+            *VARIANTS[variant].options(profile)]
+    if os.path.exists(os.path.join(logs, "checkpoint.pth.tar")):  # interrupted: continue where it stopped
+        argv += ["--resume-from", logs]
+    return argv
+
+
+def finished(logs: str, iterations: int) -> bool:
+    fpath = os.path.join(logs, "metrics.json")
+    return os.path.exists(fpath) and f"iteration_{iterations - 1}" in read_json(fpath)
+
+
+def run_all(args: argparse.Namespace, profile: dict[str, list[str]]) -> dict[str, float]:
+    """Runs every (variant, seed) not finished yet; returns the wall time of those it ran."""
+    iterations = option_value(profile["ADAPT"], "--iteration")
+    source = source_model(args, profile)
+    seconds = {}
+    for seed in args.seeds:  # seed-major: the first seed of every variant gives a first table early
+        for variant in args.variants:
+            logs = os.path.join(args.logs_dir, variant, f"seed{seed}")
+            if finished(logs, iterations):
+                continue
+            print(f"=== {variant}, seed {seed} ===", flush=True)
+            start = time.time()
+            status = run_main(VARIANTS[variant].main, run_argv(variant, seed, source, args, profile, logs))
+            if status == INTERRUPTED:
+                raise KeyboardInterrupt
+            if status != 0:
+                print(f"{variant} seed {seed} failed, see {logs}/log.txt", file=sys.stderr)
+                continue
+            seconds[f"{variant}/seed{seed}"] = time.time() - start
+    return seconds
+
+
+def collect(args: argparse.Namespace) -> dict[str, dict]:
+    """Per variant: the finished seeds' iteration records."""
+    results = {}
+    for variant in args.variants:
+        runs = {}
+        for seed in args.seeds:
+            fpath = os.path.join(args.logs_dir, variant, f"seed{seed}", "metrics.json")
+            if os.path.exists(fpath):
+                metrics = read_json(fpath)
+                runs[seed] = {"before": metrics.get("before"),
+                              "iterations": [entry for _, entry in iteration_entries(metrics)]}
+        results[variant] = runs
+    return results
+
+
+def _mean_series(runs: dict, key: str) -> list[float | None]:
+    length = min(len(run["iterations"]) for run in runs.values())
+    series = []
+    for k in range(length):
+        values = [run["iterations"][k].get(key) for run in runs.values()]
+        values = [v for v in values if v is not None]
+        series.append(float(np.mean(values)) if values else None)
+    return series
+
+
+def _format(values: list[float | None]) -> str:
+    return " ".join("-" if v is None else f"{v:.1f}" for v in values)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """One markdown row per variant: means over seeds per iteration, each seed's last mAP, the propagation."""
+    lines = ["| variant | seeds | mAP per iteration | top-1 per iteration | last mAP per seed | mean last mAP "
+             "| propagated labels per iteration (% correct) |", "| --- | --- | --- | --- | --- | ---: | --- |"]
+    for variant, runs in results.items():
+        if not runs:
+            continue
+        last = [run["iterations"][-1]["mAP"] for run in runs.values() if run["iterations"]]
+        propagated = [f"{n:.0f} ({a:.0f}%)" if a is not None else "-"
+                      for n, a in zip(_mean_series(runs, "propagated"), _mean_series(runs, "propagated_accuracy"))
+                      if n is not None]
+        cells = [VARIANTS[variant].description, ", ".join(map(str, runs)), _format(_mean_series(runs, "mAP")),
+                 _format(_mean_series(runs, "top1")), _format(last), f"{np.mean(last):.1f}",
+                 " ".join(propagated) or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    before = next((run["before"] for runs in results.values() for run in runs.values() if run.get("before")), None)
+    if before:
+        lines.append(f"\nbefore adaptation: mAP {before['mAP']:.1f}, top-1 {before['top1']:.1f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", "--data_dir", default=str(ROOT / "data"))
+    parser.add_argument("--logs-dir", "--logs_dir", default=str(ROOT / "logs" / "ssgpp_ablation"))
+    parser.add_argument("--source-model", "--source_model", default="",
+                        help="source checkpoint or logs dir (default: train one with run.sh's synthetic profile)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--table-only", "--table_only", action="store_true", help="print the table of finished runs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    seconds = {} if args.table_only else run_all(args, demo_profile())
+    results = collect(args)
+    table = format_table(results)
+    print(table)
+    os.makedirs(args.logs_dir, exist_ok=True)
+    write_atomically(os.path.join(args.logs_dir, "ablation.md"), lambda tmp: Path(tmp).write_text(table + "\n"))
+    fpath = os.path.join(args.logs_dir, "results.json")
+    record = read_json(fpath) if os.path.exists(fpath) else {}
+    record.update(results=results, seconds={**record.get("seconds", {}), **seconds})
+    write_json(fpath, record)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
