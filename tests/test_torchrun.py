@@ -24,7 +24,8 @@ def test_two_process_selftraining(tiny_pair, tmp_path):
                os.path.join(REPO, "selftraining.py"), "--src_dataset", "synth_a", "--tgt_dataset", "synth_b",
                "--data_dir", str(tiny_pair), "--logs_dir", str(logs), "--resume", str(source), "--iteration", "1",
                "--epochs", "1", "-b", "8", "--num-instances", "4", "--rho", "0.05", "-a", "resnet18", "--height",
-               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu"]
+               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu",
+               "--bn-group-size", "8"]  # a BatchNorm group spans both ranks of 4 images
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
