@@ -1,5 +1,8 @@
 """Step 1 of SSG: supervised training on the labelled source domain (spec section 3).
 
+The epoch is selected by top-1 on ``--num-val`` held-out training identities (open-reid's split, 100), or is
+the last one with ``--combine-trainval``; the test query/gallery split only reports the selected model.
+
     python source_train.py --dataset market1501 --data_dir data --logs_dir logs/market1501
 """
 from __future__ import annotations
@@ -10,12 +13,22 @@ import os
 import torch
 
 from reid import datasets, models
+from reid.datasets.base import count_ids, split_validation
 from reid.evaluators import Evaluator
 from reid.trainers import SourceTrainer
 from reid.utils.args import ArgumentParser, add, add_data_args, add_model_args, add_optim_args, add_run_args
 from reid.utils.data.loaders import identity_loader
+from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform
-from reid.utils.experiment import Scalars, check_batch, check_model_config, model_config, resolve_checkpoint, start_run
+from reid.utils.experiment import (
+    Scalars,
+    check_batch,
+    check_model_config,
+    model_config,
+    open_dataset,
+    resolve_checkpoint,
+    start_run,
+)
 from reid.utils.logging import MetricsLog
 from reid.utils.runtime import run_main, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -38,34 +51,50 @@ def main(argv: list[str] | None = None) -> None:
         check_model_config(checkpoint, args, args.resume, keys=("arch", "features"))
     runtime = start_run(args)
 
-    dataset = datasets.create(args.dataset, os.path.join(args.data_dir, args.dataset))
+    dataset = open_dataset(args.dataset, args)
+    train_items, val_items = ([], []) if args.evaluate else training_split(dataset.trainval, args)
     model = models.create(args.arch, num_split=args.num_split, num_features=args.features,
-                          num_classes=0 if args.evaluate else dataset.num_trainval_ids, dropout=args.dropout,
+                          num_classes=count_ids(train_items), dropout=args.dropout,
                           pretrained=not (args.no_pretrained or checkpoint), pretrained_path=args.pretrained_path)
     start_epoch, best_top1 = 0, 0.0
     if checkpoint:
         load_model_weights(model, checkpoint["state_dict"], args.resume, drop_classifier=args.evaluate)
         start_epoch, best_top1 = checkpoint.get("epoch", 0), checkpoint.get("best_top1", 0.0)
-        print(f"resumed {args.resume} at epoch {start_epoch} (best top-1 {best_top1:.1f}%)")
-    model = wrap_model(model, runtime, args.sync_bn)
+        print(f"resumed {args.resume} at epoch {start_epoch} (best validation top-1 {best_top1:.1f}%)")
+    model = wrap_model(model, runtime, args.sync_bn, args.bn_group_size, args.batch_size)
     evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers)
     metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=bool(checkpoint), write=runtime.is_main)
 
     if not args.evaluate:
-        best_top1 = train(args, dataset, model, runtime, evaluator, metrics, start_epoch, best_top1)
+        train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch, best_top1)
         best = load_checkpoint(os.path.join(args.logs_dir, "model_best.pth.tar"))
         load_model_weights(model, best["state_dict"], "model_best.pth.tar", drop_classifier=False)
+        metrics["selected_epoch"] = int(best["epoch"]) - 1
+        print(f"selected epoch {metrics['selected_epoch']}"
+              + (" (the last: --combine-trainval)" if args.combine_trainval else " (best validation top-1)"))
     for name in [args.dataset, *args.test_datasets]:
-        test = dataset if name == args.dataset else datasets.create(name, os.path.join(args.data_dir, name))
+        test = dataset if name == args.dataset else open_dataset(name, args)
         print(f"test on {name}:")
         save_features = args.save_features and os.path.splitext(args.save_features)[0] + f"_{name}.h5"
         metrics[f"test_{name}"] = evaluator.evaluate(test.query, test.gallery, save_features, args.visrank,
                                                      os.path.join(args.logs_dir, "visrank", name))
 
 
-def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, best_top1: float) -> float:
-    """Source training with the spec's schedule; returns the best validation top-1."""
-    loader = identity_loader(dataset.trainval, train_transform(args.height, args.width), runtime,
+def training_split(trainval: list[Item], args: argparse.Namespace) -> tuple[list[Item], list[Item]]:
+    """The training images and the held-out validation images that select the model (none with
+    ``--combine-trainval``: the last epoch is kept). The test split never selects a model."""
+    if args.combine_trainval:
+        return trainval, []
+    train_items, val_items = split_validation(trainval, args.num_val, args.seed)
+    print(f"validation: {args.num_val} identities ({len(val_items)} images) held out of training")
+    return train_items, val_items
+
+
+def train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch: int,
+          best_top1: float) -> None:
+    """Source training with the spec's schedule; the model of the best validation top-1 (or of the last epoch
+    without validation) becomes model_best.pth.tar."""
+    loader = identity_loader(train_items, train_transform(args.height, args.width), runtime,
                              args.batch_size, args.num_instances, args.workers, args.seed)
     net = unwrap(model)
     optimizer = torch.optim.Adam([{"params": net.base_parameters(), "lr_mult": 1.0},
@@ -78,11 +107,11 @@ def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, b
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args.lr, epoch, args.epochs) * group["lr_mult"]
         record = {"epoch": epoch, **trainer.train(epoch, loader, optimizer)}
-        last = epoch + 1 == args.epochs
-        if (epoch + 1) % args.eval_freq == 0 or last:
-            record.update(evaluator.evaluate(dataset.query, dataset.gallery))
-        is_best = record.get("top1", -1.0) > best_top1
-        best_top1 = max(best_top1, record.get("top1", 0.0))
+        if val_items and ((epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs):
+            print(f"epoch {epoch} validation:")
+            record.update({f"val_{k}": v for k, v in evaluator.evaluate(val_items, val_items).items()})
+        is_best = not val_items or record.get("val_top1", -1.0) > best_top1
+        best_top1 = max(best_top1, record.get("val_top1", 0.0))
         epochs.append(record)
         metrics["epochs"] = epochs
         scalars.add(epoch, record, prefix="source/")
@@ -92,7 +121,6 @@ def train(args, dataset, model, runtime, evaluator, metrics, start_epoch: int, b
                              "config": model_config(args)},
                             os.path.join(args.logs_dir, "checkpoint.pth.tar"), is_best=is_best or no_best_yet)
     runtime.barrier()
-    return best_top1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,7 +129,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_model_args(parser)
     add_optim_args(parser, lr=3e-4, epochs=150)
     add_run_args(parser, logs_name="source")
-    add(parser, "--eval-freq", type=int, default=10, help="epochs between evaluations on the source test set")
+    add(parser, "--num-val", type=int, default=100,
+        help="training identities held out to select the epoch by validation top-1 (open-reid's split)")
+    add(parser, "--combine-trainval", action="store_true",
+        help="train on every training identity and keep the last epoch (no validation)")
+    add(parser, "--eval-freq", type=int, default=1, help="epochs between evaluations on the validation split")
     add(parser, "--test-datasets", nargs="*", default=[], choices=datasets.names(),
         help="also evaluate the final model on these datasets (e.g. the target: direct transfer)")
     return parser.parse_args(argv)

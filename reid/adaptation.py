@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from reid import datasets, models
+from reid import models
 from reid.cluster import cluster_labels, compute_eps, count_clusters, pseudo_labels
 from reid.evaluators import Evaluator, extract_features, type_features
 from reid.rerank import re_ranking
@@ -42,6 +42,7 @@ from reid.utils.experiment import (
     check_batch,
     check_model_config,
     model_config,
+    open_dataset,
     resolve_checkpoint,
     start_run,
 )
@@ -64,7 +65,7 @@ def build_parser(description: str, logs_name: str) -> argparse.ArgumentParser:
     """The options of both adaptation scripts, with the spec's defaults."""
     parser = ArgumentParser(description=description)
     add_data_args(parser, cross_domain=True, batch_size=128, num_instances=4)
-    add_model_args(parser)
+    add_model_args(parser, bn_group_size=64)
     add_optim_args(parser, lr=6e-5, epochs=70)
     add_grouping_args(parser)
     add_run_args(parser, logs_name=logs_name)
@@ -169,13 +170,13 @@ class AdaptationRun:
         checkpoint = check_args(args, int(os.environ.get("WORLD_SIZE", "1")))
         self.args = args
         self.runtime = start_run(args)
-        self.source = datasets.create(args.src_dataset, os.path.join(args.data_dir, args.src_dataset))
-        self.target = datasets.create(args.tgt_dataset, os.path.join(args.data_dir, args.tgt_dataset))
+        self.source = open_dataset(args.src_dataset, args)
+        self.target = open_dataset(args.tgt_dataset, args)
         resuming = bool(args.resume_from)
         self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=resuming,
                                   write=self.runtime.is_main)
         self.start_iteration = checkpoint["epoch"] if resuming else 0
-        self.best_top1 = checkpoint.get("best_top1", 0.0) if resuming else 0.0
+        self.best_top1: float | None = checkpoint.get("best_top1", 0.0) if resuming else None
         self.eps: list[float] | None = checkpoint.get("eps") if resuming else None
         self.scalars = Scalars(args.logs_dir, args.tensorboard and self.runtime.is_main)
 
@@ -183,7 +184,7 @@ class AdaptationRun:
         source = args.resume_from or args.resume
         load_model_weights(model, checkpoint["state_dict"], source, drop_classifier=True)
         print(f"{'resumed' if resuming else 'source model'} {source}")
-        self.model = wrap_model(model, self.runtime, args.sync_bn)
+        self.model = wrap_model(model, self.runtime, args.sync_bn, args.bn_group_size, args.batch_size)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
                                          weight_decay=args.weight_decay)
         if resuming:
@@ -193,6 +194,9 @@ class AdaptationRun:
         if "before" not in self.metrics:
             print("before adaptation:")
             self.metrics["before"] = self.evaluator.evaluate(self.target.query, self.target.gallery)
+        if self.best_top1 is None:
+            # As the released code: model_best is an iteration that beats the source model's target top-1.
+            self.best_top1 = self.metrics["before"]["top1"]
 
     def iterations(self) -> range:
         return range(self.start_iteration, self.args.iteration)

@@ -116,7 +116,8 @@ class Evaluator:
                  visrank: int = 0, visrank_dir: str = "") -> dict[str, float]:
         """Metrics in percent; optionally saves the features (HDF5) and draws ``visrank`` ranked lists."""
         query_pooled = self.features(query, "query features")
-        gallery_pooled = self.features(gallery, "gallery features")
+        # A validation split is its own gallery: extract it once.
+        gallery_pooled = query_pooled if gallery is query else self.features(gallery, "gallery features")
         query_features, gallery_features = eval_features(query_pooled), eval_features(gallery_pooled)
         if save_features and self.runtime.is_main:
             save_features_h5(save_features, {"query": (query, query_features),

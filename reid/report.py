@@ -1,46 +1,144 @@
-"""Print the target mAP / top-1 table of a run.sh pipeline: before adaptation, after SSG, after SSG++.
+"""The results of a run, the way the paper reported them and the honest way.
 
-    python -m reid.report logs/synth_a-synth_b
+    python -m reid.report LOGS_DIR
+
+``LOGS_DIR`` is one run's logs dir (it holds ``metrics.json``) or run.sh's, whose ``source/``, ``ssg/`` and
+``ssgpp/`` stages are reported in that order. For an adaptation stage the table shows the target's mAP and
+CMC top-1/5/10 before adaptation, after the last iteration, and at the best iteration. The target has no
+labels to validate on, so the released code picked that best iteration by top-1 on the target *test* set (the
+best initialised with the before-adaptation top-1), printed it, and that is the figure the paper reports;
+``model_best.pth.tar`` follows the same rule. "last" is the honest figure. With ``--rerank`` the columns with
+k-reciprocal re-ranking follow. For a real dataset pair with a published row (SSG-SPEC section 9: the ICCV 2019
+paper, arXiv 1811.10144) the paper's row and the differences are printed beneath.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
+from reid.utils.args import ArgumentParser
+from reid.utils.errors import UserError
 from reid.utils.logging import read_json
 from reid.utils.plots import iteration_entries
+from reid.utils.runtime import run_main
+
+STAGES = ("source", "ssg", "ssgpp")
+METRICS = ("mAP", "top1", "top5", "top10")
+HEADERS = ("mAP", "top-1", "top-5", "top-10")
+RERANK_SUFFIX = "_rerank"
+BEST_LABEL = "best (selected on the target test set, as the original)"
+# The ICCV 2019 paper's results after adaptation, in percent (SSG-SPEC section 9). For SSG++ the abstract gives
+# the gain in mAP over SSG only (+10.7 Duke->Market, +6.9 Market->Duke), so only mAP is listed.
+PUBLISHED: dict[tuple[str, str, str], dict[str, float]] = {
+    ("SSG", "dukemtmc", "market1501"): {"mAP": 58.3, "top1": 80.0, "top5": 90.0, "top10": 92.4},
+    ("SSG", "market1501", "dukemtmc"): {"mAP": 53.4, "top1": 73.0, "top10": 83.2},
+    ("SSG", "market1501", "msmt17"): {"mAP": 13.2, "top1": 31.6},
+    ("SSG", "dukemtmc", "msmt17"): {"mAP": 13.3, "top1": 32.2},
+    ("SSG++", "dukemtmc", "market1501"): {"mAP": 58.3 + 10.7},
+    ("SSG++", "market1501", "dukemtmc"): {"mAP": 53.4 + 6.9},
+}
+PAPER_LABEL = {"SSG": "paper (ICCV 2019)", "SSG++": "paper (ICCV 2019 abstract: SSG + gain)"}
+
+Row = tuple[str, str, "dict | None"]  # label, iteration, metrics
 
 
-def last_iteration(metrics: dict) -> dict | None:
+def best_iteration(metrics: dict) -> tuple[int | None, dict | None]:
+    """The iteration the released code reported: the first whose target top-1 beats every earlier one and the
+    before-adaptation top-1 (None when no iteration beats it), with its entry."""
+    best_top1 = metrics.get("before", {}).get("top1", float("-inf"))
+    best: tuple[int | None, dict | None] = (None, None)
+    for iteration, entry in iteration_entries(metrics):
+        if entry["top1"] > best_top1:
+            best_top1, best = entry["top1"], (iteration, entry)
+    return best
+
+
+def adaptation_rows(metrics: dict) -> list[Row]:
+    """before adaptation, last and best rows of an adaptation stage's metrics."""
     iterations = iteration_entries(metrics)
-    return iterations[-1][1] if iterations else None
+    rows: list[Row] = [("before adaptation", "-", metrics.get("before"))]
+    if iterations:
+        last_iteration, last = iterations[-1]
+        rows.append(("last", str(last_iteration), last))
+        iteration, best = best_iteration(metrics)
+        rows.append((BEST_LABEL, "-" if iteration is None else str(iteration), best or metrics.get("before")))
+    return rows
 
 
-def rows(logs_dir: str) -> list[tuple[str, dict | None]]:
-    def load(stage: str) -> dict:
-        fpath = os.path.join(logs_dir, stage, "metrics.json")
-        return read_json(fpath) if os.path.exists(fpath) else {}
-
-    ssg, semi = load("ssg"), load("ssgpp")
-    return [("before adaptation", ssg.get("before")), ("SSG", last_iteration(ssg)),
-            ("SSG++", last_iteration(semi))]
-
-
-def format_table(table: list[tuple[str, dict | None]]) -> str:
-    lines = [f"{'target':<20}{'mAP':>8}{'top-1':>8}", "-" * 36]
-    for name, metrics in table:
+def paper_rows(stage: str, source: str, target: str, rows: list[Row]) -> list[Row]:
+    """The published row of this pair and the differences of the last and best rows to it."""
+    published = PUBLISHED.get((stage, source, target))
+    if not published:
+        return []
+    differences = []
+    for label, iteration, metrics in rows[1:]:
         if metrics:
-            lines.append(f"{name:<20}{metrics['mAP']:>8.1f}{metrics['top1']:>8.1f}")
-        else:
-            lines.append(f"{name:<20}{'-':>8}{'-':>8}")
+            name = label.split(" ")[0]
+            differences.append((f"{name} - paper", iteration, {k: metrics[k] - v for k, v in published.items()}))
+    return [(PAPER_LABEL[stage], "-", published), *differences]
+
+
+def source_rows(metrics: dict) -> list[Row]:
+    """One row per dataset the selected source model was tested on."""
+    selected = metrics.get("selected_epoch")
+    epoch = "-" if selected is None else str(selected)
+    return [(f"test on {key[len('test_'):]}", epoch, entry) for key, entry in metrics.items()
+            if key.startswith("test_")]
+
+
+def format_table(title: str, rows: list[Row], iteration_header: str = "iteration") -> str:
+    """A plain-text table: label, iteration and the metrics (with re-ranking columns when any row has them)."""
+    rerank = any(metrics and f"mAP{RERANK_SUFFIX}" in metrics for _, _, metrics in rows)
+    keys = [*METRICS, *(f"{key}{RERANK_SUFFIX}" for key in METRICS if rerank)]
+    headers = [*HEADERS, *(f"rr {header}" for header in HEADERS if rerank)]
+    width = max(len(label) for label, _, _ in rows) + 2
+    lines = [title, f"{'':<{width}}{iteration_header:>9}" + "".join(f"{header:>10}" for header in headers)]
+    for label, iteration, metrics in rows:
+        signed = label.endswith("- paper")
+        cells = [_cell((metrics or {}).get(key), signed) for key in keys]
+        lines.append(f"{label:<{width}}{iteration:>9}" + "".join(f"{cell:>10}" for cell in cells))
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logs_dir")
-    print(format_table(rows(parser.parse_args().logs_dir)))
+def _cell(value: float | None, signed: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def stage_dirs(logs_dir: str) -> list[str]:
+    """The logs dirs to report: ``logs_dir`` itself when it holds metrics.json, else its run.sh stages."""
+    if os.path.isfile(os.path.join(logs_dir, "metrics.json")):
+        return [logs_dir]
+    found = [os.path.join(logs_dir, stage) for stage in STAGES
+             if os.path.isfile(os.path.join(logs_dir, stage, "metrics.json"))]
+    if not found:
+        raise UserError(f"{logs_dir}: no metrics.json there nor in {', '.join(s + '/' for s in STAGES)}; give the "
+                        "logs dir of a run or the one run.sh wrote")
+    return found
+
+
+def report_stage(stage_dir: str) -> str:
+    """The table of one stage, read from its metrics.json and args.json."""
+    metrics = read_json(os.path.join(stage_dir, "metrics.json"))
+    args_path = os.path.join(stage_dir, "args.json")
+    args = read_json(args_path) if os.path.isfile(args_path) else {}
+    if "before" not in metrics:
+        title = f"source model: {args.get('dataset', '?')}, epoch selected on "
+        title += "the last epoch (--combine-trainval)" if args.get("combine_trainval") else "validation top-1"
+        return format_table(f"{title}   ({stage_dir})", source_rows(metrics), iteration_header="epoch")
+    stage = "SSG++" if "label_iteration" in args else "SSG"
+    source, target = args.get("src_dataset", "?"), args.get("tgt_dataset", "?")
+    rows = adaptation_rows(metrics)
+    rows += paper_rows(stage, source, target, rows)
+    return format_table(f"{stage}: {source} -> {target}   ({stage_dir})", rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("logs_dir", help="a run's logs dir, or the one run.sh wrote (source/, ssg/, ssgpp/)")
+    args = parser.parse_args(argv)
+    print("\n\n".join(report_stage(stage_dir) for stage_dir in stage_dirs(args.logs_dir)))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

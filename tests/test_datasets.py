@@ -17,7 +17,10 @@ from dataset_trees import (
 from PIL import Image
 
 import reid.datasets as datasets
+from reid.datasets.base import split_validation
+from reid.utils.args import ArgumentParser, add_data_args
 from reid.utils.errors import UserError
+from reid.utils.experiment import open_dataset
 
 
 def pids(samples):
@@ -116,7 +119,7 @@ def test_cuhk03_detected_by_default_and_labeled_on_request(tmp_path, nesting):
 )
 def test_msmt17_reads_the_list_files(tmp_path, nesting, train_folder, test_folder):
     write_msmt(str(tmp_path / nesting), train_folder, test_folder)
-    dataset = datasets.create("msmt17", str(tmp_path), verbose=False)
+    dataset = datasets.create("msmt17", str(tmp_path), combine_val=True, verbose=False)
 
     # list_train (pids 0, 3) then list_val (pids 0, 1): original pids 0, 1, 3 become 0, 1, 2.
     assert basenames(dataset.trainval) == [
@@ -138,11 +141,42 @@ def test_msmt17_reads_the_list_files(tmp_path, nesting, train_folder, test_folde
     assert os.path.dirname(os.path.dirname(dataset.gallery[0][0])) == str(tmp_path / nesting / test_folder)
 
 
-def test_msmt17_without_validation_images(tmp_path):
+def test_msmt17_trains_on_list_train_alone_by_default_as_the_released_code(tmp_path):
     write_msmt(str(tmp_path))
-    dataset = datasets.create("msmt17", str(tmp_path), combine_val=False, verbose=False)
+    dataset = datasets.create("msmt17", str(tmp_path), verbose=False)
     assert pids(dataset.trainval) == [0, 1]
     assert camids(dataset.trainval) == [0, 14]
+
+
+def test_msmt_list_val_option_reaches_the_dataset(tmp_path):
+    write_msmt(str(tmp_path / "msmt17"))
+    parser = ArgumentParser()
+    add_data_args(parser, cross_domain=True, batch_size=128, num_instances=4)
+    for argv, images in (([], 2), (["--msmt_list_val"], 4)):
+        args = parser.parse_args(["--data-dir", str(tmp_path), *argv])
+        assert len(open_dataset("msmt17", args).trainval) == images
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_validation_split_holds_out_whole_identities(seed):
+    trainval = [(f"{pid}_{image}.jpg", pid, image % 2) for pid in range(300) for image in range(3)]
+    train, val = split_validation(trainval, 100, seed)
+    val_ids = {pid for _, pid, _ in val}
+    train_names = {fname for fname, _, _ in train}
+    assert len(val_ids) == 100 and len(val) == 300
+    assert sorted({pid for _, pid, _ in train}) == list(range(200))  # relabelled 0..K-1
+    assert train_names.isdisjoint(fname for fname, _, _ in val)
+    assert {int(name.split("_")[0]) for name in train_names}.isdisjoint(val_ids)
+    assert split_validation(trainval, 100, seed) == (train, val)  # seeded
+    other = split_validation(trainval, 100, seed + 10)[1]
+    assert {pid for _, pid, _ in other} != val_ids
+
+
+@pytest.mark.parametrize("num_val", [0, 300])
+def test_validation_split_needs_identities_on_both_sides(num_val):
+    trainval = [(f"{pid}.jpg", pid, 0) for pid in range(300)]
+    with pytest.raises(UserError, match=f"--num-val {num_val}: expected between 1 and 299"):
+        split_validation(trainval, num_val, 1)
 
 
 def test_unknown_name_lists_the_known_ones(tmp_path):

@@ -13,7 +13,7 @@ from torch import nn
 
 from reid import models
 from reid.loss import TripletLoss
-from reid.models import ReIDOutput
+from reid.models import ReIDOutput, group_batchnorm
 from reid.trainers import part_triplet_terms
 from reid.utils.distributed import DistributedBatchNorm, convert_sync_batchnorm, gather_batch, gather_output
 
@@ -33,10 +33,16 @@ TRAINING_LABELS = torch.tensor(
     [[0, 0, 0]] * 4 + [[1, 1, 2]] * 2 + [[1, 1, 3]] * 2 + [[2, 0, 4]] * 4 + [[3, 3, 4]] * 3 + [[3, 3, 5]]
 )
 # (model, variant) trained by the workers: "synced" gathers the features and synchronises BatchNorm,
-# "local_loss" computes the loss on the rank's shard only, "plain_bn" keeps per-rank BatchNorm. The ResNet,
-# slower, runs the synced variant only and for one step. Everything is float64: float32 rounding alone moves
-# the ResNet's weights by about 4e-5 after one step at lr 0.1.
-TRAINING_CASES = (("tiny", "synced"), ("tiny", "local_loss"), ("tiny", "plain_bn"), ("resnet18", "synced"))
+# "local_loss" computes the loss on the rank's shard only, "plain_bn" keeps per-rank BatchNorm, "group<N>"
+# gathers the features and normalises BatchNorm over groups of N images of the global batch of 16 (each rank
+# holds 8: a group of 16 spans both ranks, 8 is one rank's share, 4 splits a share in two). The ResNet, slower,
+# runs the synced variant only and for one step. Everything is float64: float32 rounding alone moves the
+# ResNet's weights by about 4e-5 after one step at lr 0.1.
+GROUP_VARIANTS = ("group16", "group8", "group4")
+TRAINING_CASES = (("tiny", "synced"), ("tiny", "local_loss"), ("tiny", "plain_bn"), ("resnet18", "synced"),
+                  *(("tiny", variant) for variant in GROUP_VARIANTS))
+# With 4 ranks of 4 images: groups of 8 span ranks {0, 1} and {2, 3}; a group of 16 spans all four.
+FOUR_RANK_VARIANTS = ("group8", "group16")
 
 
 class TinyPartNet(nn.Module):
@@ -85,9 +91,13 @@ def make_setup():
     return setup
 
 
-def shard(tensor, rank):
-    size = len(tensor) // WORLD_SIZE
+def shard(tensor, rank, world_size=WORLD_SIZE):
+    size = len(tensor) // world_size
     return tensor[rank * size:(rank + 1) * size]
+
+
+def group_size(variant):
+    return int(variant[len("group"):])
 
 
 def run_batchnorm(layer, inputs, output_grads):
@@ -107,7 +117,8 @@ def run_batchnorm(layer, inputs, output_grads):
 
 
 def train(model, batches, gather):
-    """SGD steps (lr 0.1, momentum 0.9) of SSG's four block triplet terms; returns the final state."""
+    """SGD steps (lr 0.1, momentum 0.9) of SSG's four block triplet terms; returns the final state (parameters
+    and buffers)."""
     triplet = TripletLoss(margin=0.5, mining="block", num_instances=NUM_INSTANCES)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.train()
@@ -123,13 +134,16 @@ def train(model, batches, gather):
     return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
-def distributed_training(setup, name, variant, rank):
+def distributed_training(setup, name, variant, rank, world_size=WORLD_SIZE):
     model = build_model(name)
     model.load_state_dict(setup[f"{name}_state"])
-    if variant != "plain_bn":
+    batches = [(shard(images, rank, world_size), shard(TRAINING_LABELS, rank, world_size))
+               for images in setup[f"{name}_batches"]]
+    if variant.startswith("group"):
+        model = group_batchnorm(model, group_size(variant), rank_batch_size=len(batches[0][0]))
+    elif variant != "plain_bn":
         model = convert_sync_batchnorm(model, "cpu")
     model = nn.parallel.DistributedDataParallel(model)
-    batches = [(shard(images, rank), shard(TRAINING_LABELS, rank)) for images in setup[f"{name}_batches"]]
     return train(model, batches, gather=variant != "local_loss")
 
 
@@ -160,27 +174,40 @@ def worker_batchnorm(setup, rank):
     return results
 
 
-def worker(rank, folder):
+def worker(rank, folder, world_size):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD_SIZE,
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size,
                             timeout=timedelta(seconds=120))
     try:
         setup = torch.load(f"{folder}/setup.pt", weights_only=True)
-        results = {"gather": worker_gather(setup, rank), "batchnorm": worker_batchnorm(setup, rank)}
-        results["training"] = {case: distributed_training(setup, *case, rank) for case in TRAINING_CASES}
+        if world_size == WORLD_SIZE:
+            results = {"gather": worker_gather(setup, rank), "batchnorm": worker_batchnorm(setup, rank)}
+            results["training"] = {case: distributed_training(setup, *case, rank) for case in TRAINING_CASES}
+        else:
+            results = {"training": {("tiny", variant): distributed_training(setup, "tiny", variant, rank, world_size)
+                                    for variant in FOUR_RANK_VARIANTS}}
         torch.save(results, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def distributed(tmp_path_factory):
-    """The setup and the results of both ranks."""
-    folder = tmp_path_factory.mktemp("distributed")
+def spawn_ranks(tmp_path_factory, world_size):
+    """The setup and the results of every rank of a ``world_size``-process gloo run."""
+    folder = tmp_path_factory.mktemp(f"distributed{world_size}")
     setup = make_setup()
     torch.save(setup, folder / "setup.pt")
-    mp.spawn(worker, args=(str(folder),), nprocs=WORLD_SIZE, join=True)
-    return setup, [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
+    mp.spawn(worker, args=(str(folder), world_size), nprocs=world_size, join=True)
+    return setup, [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(world_size)]
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory):
+    return spawn_ranks(tmp_path_factory, WORLD_SIZE)
+
+
+@pytest.fixture(scope="module")
+def distributed_four(tmp_path_factory):
+    return spawn_ranks(tmp_path_factory, 4)
 
 
 def assert_close(actual, expected):
@@ -258,6 +285,40 @@ def test_ddp_training_with_gathering_and_sync_bn_equals_one_process_on_the_whole
         assert trained.keys() == reference.keys()
         for key, value in reference.items():
             assert_close(trained[key], value)
+
+
+def grouped_reference(setup, variant):
+    """One process training the tiny model on the whole batches with BatchNorm over groups."""
+    model = group_batchnorm(build_model("tiny"), group_size(variant))
+    model.load_state_dict(setup["tiny_state"])
+    return train(model, [(images, TRAINING_LABELS) for images in setup["tiny_batches"]], gather=False)
+
+
+def assert_matches_one_process(ranks, reference, variant):
+    """Rank 0 holds the reference's parameters and buffers (DDP broadcasts its buffers: they are the
+    checkpoint's); every rank holds its parameters."""
+    weight_names = [name for name, _ in build_model("tiny").named_parameters()]
+    for rank, result in enumerate(ranks):
+        trained = result["training"][("tiny", variant)]
+        for key in (reference if rank == 0 else weight_names):
+            assert_close(trained[key], reference[key])
+
+
+@pytest.mark.parametrize("variant", GROUP_VARIANTS)
+def test_ddp_with_bn_groups_equals_one_process_with_groups(distributed, variant):
+    setup, ranks = distributed
+    reference = grouped_reference(setup, variant)
+    assert_matches_one_process(ranks, reference, variant)
+    # The grouping matters: plain BatchNorm over the whole batch trains other weights.
+    plain = grouped_reference(setup, "group16")
+    if variant != "group16":
+        assert max_weight_difference(reference, plain, ["bn.weight", "conv.weight", "feat.weight"]) > 1e-4
+
+
+@pytest.mark.parametrize("variant", FOUR_RANK_VARIANTS)
+def test_four_ranks_with_groups_spanning_pairs_of_ranks_equal_one_process(distributed_four, variant):
+    setup, ranks = distributed_four
+    assert_matches_one_process(ranks, grouped_reference(setup, variant), variant)
 
 
 @pytest.mark.parametrize("variant", ["local_loss", "plain_bn"])

@@ -48,7 +48,8 @@ def source_checkpoint(tmp_path_factory):
 
 def adapt_args(data_dir, logs_dir, resume, *extra):
     return ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(data_dir), "--logs_dir",
-            str(logs_dir), "--resume", str(resume), "-b", "8", "--num-instances", "4", *SMALL, *extra]
+            str(logs_dir), "--resume", str(resume), "-b", "8", "--num-instances", "4", "--bn-group-size", "8", *SMALL,
+            *extra]
 
 
 def test_missing_dataset_folder(tmp_path, capsys):
@@ -73,6 +74,14 @@ def test_batch_must_be_a_multiple_of_num_instances(tmp_path, capsys):
     status, lines = run(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "-b", "10",
                                             "--num-instances", "4", *SMALL], capsys)
     assert_one_line(status, lines, "--batch-size 10", "--num-instances 4")
+
+
+def test_bn_groups_must_tile_the_batch(tmp_path, tiny_pair, source_checkpoint, capsys):
+    argv = adapt_args(tiny_pair, tmp_path, source_checkpoint)
+    argv[argv.index("--bn-group-size") + 1] = "64"  # the default, the paper's setting, needs batches of 64k
+    status, lines = run(selftraining.main, argv, capsys)
+    assert_one_line(status, lines, "--bn-group-size 64", "--batch-size 8")
+    assert not (tmp_path / "log.txt").exists()  # refused before the run started
 
 
 def test_unwritable_logs_dir(tmp_path, tiny_pair, capsys):

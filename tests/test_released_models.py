@@ -54,7 +54,7 @@ def test_source_train_evaluates_a_released_model(tiny_pair, released, tmp_path):
 def test_adaptation_starts_from_a_released_model(tiny_pair, released, tmp_path, script):
     argv = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
             str(tmp_path), "--resume", str(released), "--iteration", "1", "--epochs", "1", "-b", "16",
-            "--num-instances", "4", "--rho", "0.05", *TINY_RESNET50]
+            "--bn-group-size", "8", "--num-instances", "4", "--rho", "0.05", *TINY_RESNET50]
     if script is semitraining:
         argv += ["--label-iteration", "0"]
     assert run_main(script.main, argv) == 0

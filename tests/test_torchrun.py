@@ -30,7 +30,8 @@ def run_two_processes(script, options, data_dir, source, logs):
                os.path.join(REPO, script), "--src_dataset", "synth_a", "--tgt_dataset", "synth_b",
                "--data_dir", str(data_dir), "--logs_dir", str(logs), "--resume", str(source), "--iteration", "1",
                "--epochs", "1", "-b", "8", "--num-instances", "4", "--rho", "0.05", "-a", "resnet18", "--height",
-               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu", *options]
+               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu",
+               "--bn-group-size", "8", *options]  # a BatchNorm group spans both ranks of 4 images
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

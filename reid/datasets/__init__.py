@@ -35,7 +35,8 @@ def create(name: str, root: str, *, verbose: bool = True, **kwargs: Any) -> ReID
         One of :func:`names`:
 
         - ``market1501``, ``dukemtmc``: Market-1501, DukeMTMC-reID (no options).
-        - ``msmt17``: option ``combine_val=True`` trains on list_train + list_val.
+        - ``msmt17``: option ``combine_val=True`` trains on list_train + list_val (default: list_train
+          alone, as the authors' released code).
         - ``cuhk03``: CUHK03-NP; option ``labeled=False`` reads the detected boxes, True the hand-drawn ones.
         - ``synth_a``, ``synth_b``: the synthetic domains, generated into ``root`` on first use; options
           ``num_train_ids``, ``num_test_ids``, ``num_cameras``, ``images_per_camera``, ``seed``, ``shift``

@@ -9,6 +9,8 @@ import os
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from reid.utils.errors import UserError
 
 Sample = tuple[str, int, int]
@@ -91,6 +93,29 @@ def relabel(samples: Sequence[Sample]) -> list[Sample]:
     """Map the pids of ``samples`` to ``0..K-1`` in the order of the original pids."""
     new_pid = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in samples}))}
     return [(fname, new_pid[pid], camid) for fname, pid, camid in samples]
+
+
+def split_validation(trainval: Sequence[Sample], num_val: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``num_val`` training identities for model selection (open-reid's split, ``num_val=100``).
+
+    The sorted training pids are shuffled with ``seed``; the last ``num_val`` form the validation set (pids
+    kept, used as query and gallery at once), the others the training set, relabelled to ``0..K-1``. The two
+    never share an identity.
+
+    Raises
+    ------
+    UserError
+        When ``num_val`` is not between 1 and the number of training identities minus one.
+    """
+    ids = sorted({pid for _, pid, _ in trainval})
+    if not 0 < num_val < len(ids):
+        raise UserError(f"--num-val {num_val}: expected between 1 and {len(ids) - 1} of the {len(ids)} training "
+                        "identities (or --combine-trainval to train on all of them)")
+    shuffled = np.random.RandomState(seed).permutation(ids)
+    held_out = set(shuffled[-num_val:].tolist())
+    train = relabel([sample for sample in trainval if sample[1] not in held_out])
+    val = [sample for sample in trainval if sample[1] in held_out]
+    return train, val
 
 
 def is_image(fname: str) -> bool:

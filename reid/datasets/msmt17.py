@@ -25,8 +25,8 @@ class MSMT17(ReIDDataset):
     ======================  =====  ========
     subset                  # ids  # images
     ======================  =====  ========
-    trainval (train + val)  1,041    32,621
-    train only              1,041    30,248
+    train (list_train)      1,041    30,248
+    train + val             1,041    32,621
     query                   3,060    11,659
     gallery                 3,060    82,161
     ======================  =====  ========
@@ -43,8 +43,8 @@ class MSMT17(ReIDDataset):
         ``mask_train_v2/``, ``mask_test_v2/`` (V2), either directly or inside ``MSMT17_V1/`` or
         ``MSMT17_V2/`` (the folders the official archives extract to).
     combine_val : bool
-        Train on ``list_train.txt`` plus ``list_val.txt`` (the 32,621 images of the usual protocol)
-        rather than ``list_train.txt`` alone.
+        Train on ``list_train.txt`` plus ``list_val.txt`` (32,621 images) rather than ``list_train.txt``
+        alone (30,248 images), which is what the authors' released code trained on.
     verbose : bool
         Print the subset table once loaded.
     """
@@ -57,7 +57,7 @@ class MSMT17(ReIDDataset):
     name_pattern = re.compile(r"\d+_\d+_(?P<cam>0*[1-9]\d*)_.*")
     name_format = "PPPP_III_CC_... (0000_000_01_0303morning_0015_0.jpg)"
 
-    def __init__(self, root: str, *, combine_val: bool = True, verbose: bool = True) -> None:
+    def __init__(self, root: str, *, combine_val: bool = False, verbose: bool = True) -> None:
         images_dir, train_dir, test_dir = self._find_folders(root)
         trainval = self._read_list(os.path.join(images_dir, "list_train.txt"), train_dir)
         if combine_val:

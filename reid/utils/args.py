@@ -47,6 +47,8 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         add(group, "--dataset", "-d", type=str, default="synth_a", choices=choices)
     add(group, "--data-dir", type=str, default=os.path.join(REPO_DIR, "data"),
         help="folder holding one sub-folder per dataset (data/market1501, ...)")
+    add(group, "--msmt-list-val", action="store_true",
+        help="also train on MSMT17's list_val.txt (32,621 images; the authors' code used list_train.txt alone)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
     add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
@@ -54,7 +56,7 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
     add(group, "--width", type=int, default=128)
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser, bn_group_size: int = 0) -> None:
     group = parser.add_argument_group("model")
     add(group, "--arch", "-a", type=str, default="resnet50", choices=models.names())
     add(group, "--features", type=int, default=2048, help="size of the embedding x2")
@@ -62,6 +64,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add(group, "--num-split", type=int, default=2, help="horizontal stripes pooled besides the global pool")
     add(group, "--no-pretrained", action="store_true", help="start from random weights (no ImageNet)")
     add(group, "--pretrained-path", type=str, default=None, help="torchvision ResNet state dict (offline boxes)")
+    add(group, "--bn-group-size", type=int, default=bn_group_size, metavar="N",
+        help="BatchNorm statistics over consecutive groups of N images of the global batch, on any number of "
+             f"GPUs or processes (the paper: 64, 2 GPUs x 64); 0 = one group per batch (default {bn_group_size})")
 
 
 def add_optim_args(parser: argparse.ArgumentParser, lr: float, epochs: int, margin: float = 0.5) -> None:

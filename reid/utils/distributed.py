@@ -15,7 +15,7 @@ Everything is the identity (plain BatchNorm) when no process group of more than 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.distributed as dist
@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     from reid.models import ReIDOutput
 
 
-def world_size() -> int:
-    """Number of processes of the default group; 1 when torch.distributed is not initialised."""
+def world_size(group: dist.ProcessGroup | None = None) -> int:
+    """Number of processes of ``group`` (default: all); 1 when torch.distributed is not initialised."""
     if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
+        return dist.get_world_size(group)
     return 1
 
 
@@ -38,24 +38,25 @@ class _GatherBatch(torch.autograd.Function):
     """All-gather along dim 0 whose backward is the adjoint of the gather: sum over ranks, own slice."""
 
     @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:
-        ctx.rank = dist.get_rank()
+    def forward(ctx, tensor: Tensor, group: dist.ProcessGroup | None) -> Tensor:
+        ctx.group = group
+        ctx.rank = dist.get_rank(group)
         ctx.shard_size = tensor.shape[0]
         tensor = tensor.contiguous()
-        shards = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(shards, tensor)
+        shards = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(shards, tensor, group=group)
         return torch.cat(shards)
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor) -> Tensor:
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
         # Cloned: the all-reduce is in place and autograd may hand the same buffer to other consumers.
         summed = grad_output.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(summed)
+        dist.all_reduce(summed, group=ctx.group)
         start = ctx.rank * ctx.shard_size
-        return summed[start:start + ctx.shard_size]
+        return summed[start:start + ctx.shard_size], None
 
 
-def gather_batch(tensor: Tensor) -> Tensor:
+def gather_batch(tensor: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
     """Concatenate every rank's ``tensor`` along dim 0, in rank order, keeping the gradient.
 
     Every rank must pass a tensor of the same shape (the identity sampler gives each rank the same number of
@@ -75,15 +76,17 @@ def gather_batch(tensor: Tensor) -> Tensor:
     ----------
     tensor : Tensor
         (B_local, ...) this rank's shard.
+    group : ProcessGroup or None
+        Gather over these ranks only (their shards, in their group rank order); default: every rank.
 
     Returns
     -------
     Tensor
         (W * B_local, ...) the global batch, rank 0's shard first.
     """
-    if world_size() == 1:
+    if world_size(group) == 1:
         return tensor
-    return _GatherBatch.apply(tensor)
+    return _GatherBatch.apply(tensor, group)
 
 
 def gather_output(output: ReIDOutput, labels: Tensor) -> tuple[ReIDOutput, Tensor]:
@@ -125,17 +128,20 @@ class DistributedBatchNorm(_BatchNorm):
     concatenated batch. Otherwise (evaluation, one process) it is plain ``F.batch_norm``.
 
     Works on any device and backend (``nn.SyncBatchNorm`` only accepts GPU tensors); parameters as
-    ``nn.BatchNorm2d``.
+    ``nn.BatchNorm2d``, plus ``process_group``: the ranks whose shards are normalised together (default: all).
     """
 
+    def __init__(self, *args, process_group: dist.ProcessGroup | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
+
     def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() not in (2, 3, 4):
-            raise ValueError(f"DistributedBatchNorm expects a 2-D, 3-D or 4-D input, got {input.dim()}-D")
+        check_batchnorm_input(self, input)
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        average_factor = self._average_factor()
-        if self.training and world_size() > 1:
+        average_factor = running_average_factor(self)
+        if self.training and world_size(self.process_group) > 1:
             return self._global_batch_norm(input, average_factor)
         # Evaluation uses the running statistics, or the batch's own when none are tracked, as BatchNorm does.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
@@ -147,19 +153,12 @@ class DistributedBatchNorm(_BatchNorm):
             self.weight, self.bias, use_batch_stats, average_factor, self.eps,
         )
 
-    def _average_factor(self) -> float:
-        """BatchNorm's running-average weight of this batch; counts the batch when stats are tracked."""
-        if not (self.training and self.track_running_stats and self.num_batches_tracked is not None):
-            return 0.0 if self.momentum is None else self.momentum
-        self.num_batches_tracked.add_(1)
-        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-
     def _global_batch_norm(self, input: Tensor, average_factor: float) -> Tensor:
         # Statistics in at least float32, as BatchNorm does for half-precision inputs.
         compute_dtype = torch.promote_types(input.dtype, torch.float32)
         values = input.to(compute_dtype)
         channel_shape = (1, -1) + (1,) * (input.dim() - 2)
-        mean, variance, count = _global_moments(values, channel_shape)
+        mean, variance, count = _global_moments(values, channel_shape, self.process_group)
         inverse_std = torch.rsqrt(variance + self.eps)
         normalised = (values - mean.view(channel_shape)) * inverse_std.view(channel_shape)
         if self.affine:
@@ -176,14 +175,29 @@ class DistributedBatchNorm(_BatchNorm):
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), average_factor)
 
 
-def _global_moments(values: Tensor, channel_shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-channel mean and biased variance of the global batch, and its number of values per channel."""
+def check_batchnorm_input(layer: _BatchNorm, input: Tensor) -> None:
+    """The input ranks every BatchNorm replacement of this project accepts: 2-D, 3-D (BatchNorm1d) or 4-D."""
+    if input.dim() not in (2, 3, 4):
+        raise ValueError(f"{type(layer).__name__} expects a 2-D, 3-D or 4-D input, got {input.dim()}-D")
+
+
+def running_average_factor(layer: _BatchNorm) -> float:
+    """BatchNorm's running-average weight of this training batch; counts the batch when stats are tracked."""
+    if not (layer.training and layer.track_running_stats and layer.num_batches_tracked is not None):
+        return 0.0 if layer.momentum is None else layer.momentum
+    layer.num_batches_tracked.add_(1)
+    return 1.0 / float(layer.num_batches_tracked) if layer.momentum is None else layer.momentum
+
+
+def _global_moments(values: Tensor, channel_shape: tuple[int, ...], group: dist.ProcessGroup | None
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean and biased variance of the batch of ``group``, and its number of values per channel."""
     channels = values.shape[1]
     reduce_dims = [dim for dim in range(values.dim()) if dim != 1]
     local_mean = values.mean(dim=reduce_dims)
     local_squares = (values - local_mean.view(channel_shape)).pow(2).sum(dim=reduce_dims)
     local_count = values.new_full((1,), values.numel() // channels)
-    stats = gather_batch(torch.cat([local_count, local_mean, local_squares]).unsqueeze(0))
+    stats = gather_batch(torch.cat([local_count, local_mean, local_squares]).unsqueeze(0), group)
     counts, means, squares = stats[:, :1], stats[:, 1:1 + channels], stats[:, 1 + channels:]
     total = counts.sum()
     mean = (counts * means).sum(dim=0) / total
@@ -191,37 +205,25 @@ def _global_moments(values: Tensor, channel_shape: tuple[int, ...]) -> tuple[Ten
     return mean, squares_about_mean / total, total.detach()
 
 
-def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
-    """Make every BatchNorm of ``module`` use the statistics of the global batch.
+def replace_batchnorm(module: nn.Module, build: Callable[[_BatchNorm], nn.Module]) -> nn.Module:
+    """Replace every ``BatchNorm1d`` and ``BatchNorm2d`` of ``module`` by ``build(layer)``.
 
-    Parameters
-    ----------
-    module : nn.Module
-        The model (or a single BatchNorm layer).
-    device_type : str
-        ``"cuda"``: ``nn.SyncBatchNorm.convert_sync_batchnorm``; anything else: every ``BatchNorm1d`` and
-        ``BatchNorm2d`` becomes a :class:`DistributedBatchNorm` sharing its parameters and buffers.
-
-    Returns
-    -------
-    nn.Module
-        The converted module (``module`` itself, modified in place, unless it is a BatchNorm layer).
+    Returns the converted module: ``module`` itself, modified in place, unless it is a BatchNorm layer.
     """
-    if device_type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return _distributed_copy(module)
+        return build(module)
     for name, child in module.named_children():
-        converted = convert_sync_batchnorm(child, device_type)
+        converted = replace_batchnorm(child, build)
         if converted is not child:
             setattr(module, name, converted)
     return module
 
 
-def _distributed_copy(layer: _BatchNorm) -> DistributedBatchNorm:
-    replacement = DistributedBatchNorm(layer.num_features, layer.eps, layer.momentum, layer.affine,
-                                       layer.track_running_stats)
-    # The same Parameter objects, so an optimiser built before the conversion still updates them.
+def batchnorm_like(layer: _BatchNorm, layer_class: type[_BatchNorm], **options) -> _BatchNorm:
+    """A ``layer_class`` with the options of ``layer``, sharing its parameters and buffers (the same objects,
+    so an optimiser built before the conversion still updates them)."""
+    replacement = layer_class(layer.num_features, layer.eps, layer.momentum, layer.affine,
+                              layer.track_running_stats, **options)
     if layer.affine:
         replacement.weight = layer.weight
         replacement.bias = layer.bias
@@ -230,3 +232,29 @@ def _distributed_copy(layer: _BatchNorm) -> DistributedBatchNorm:
     replacement.num_batches_tracked = layer.num_batches_tracked
     replacement.train(layer.training)
     return replacement
+
+
+def convert_sync_batchnorm(module: nn.Module, device_type: str,
+                           process_group: dist.ProcessGroup | None = None) -> nn.Module:
+    """Make every BatchNorm of ``module`` use the statistics of the batch of ``process_group`` (default: every
+    rank, the global batch).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model (or a single BatchNorm layer).
+    device_type : str
+        ``"cuda"``: ``nn.SyncBatchNorm.convert_sync_batchnorm``; anything else: every ``BatchNorm1d`` and
+        ``BatchNorm2d`` becomes a :class:`DistributedBatchNorm` sharing its parameters and buffers.
+    process_group : ProcessGroup or None
+        The ranks whose shards are normalised together.
+
+    Returns
+    -------
+    nn.Module
+        The converted module (``module`` itself, modified in place, unless it is a BatchNorm layer).
+    """
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    return replace_batchnorm(
+        module, lambda layer: batchnorm_like(layer, DistributedBatchNorm, process_group=process_group))

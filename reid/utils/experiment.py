@@ -5,6 +5,9 @@ import argparse
 import os
 import sys
 
+from reid import datasets
+from reid.datasets import ReIDDataset
+from reid.models import check_bn_group_size
 from reid.utils.errors import UserError
 from reid.utils.logging import prepare_logs_dir, start_logging, write_json
 from reid.utils.runtime import Runtime, init_runtime, set_seed
@@ -13,6 +16,7 @@ from reid.utils.runtime import Runtime, init_runtime, set_seed
 def start_run(args: argparse.Namespace) -> Runtime:
     """Set up the run described by ``args``; only rank 0 writes ``log.txt`` and ``args.json``."""
     runtime = init_runtime(args.gpu_devices)
+    check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
     if runtime.is_main:
         prepare_logs_dir(args.logs_dir)
         start_logging(args.logs_dir)
@@ -45,6 +49,12 @@ class Scalars:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(prefix + name, value, step)
         self.writer.flush()
+
+
+def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
+    """The dataset ``name`` under ``--data-dir``, with the options the command line gives it."""
+    options = {"combine_val": args.msmt_list_val} if name == "msmt17" else {}
+    return datasets.create(name, os.path.join(args.data_dir, name), **options)
 
 
 def resolve_checkpoint(path: str, option: str = "--resume") -> str:

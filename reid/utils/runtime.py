@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reid.models import group_batchnorm
 from reid.utils.distributed import convert_sync_batchnorm
 from reid.utils.errors import UserError
 from reid.utils.logging import stop_logging
@@ -67,16 +68,24 @@ def init_runtime(gpu_devices: str | None) -> Runtime:
     return Runtime(torch.device("cpu"))
 
 
-def wrap_model(model: nn.Module, runtime: Runtime, sync_bn: bool = True) -> nn.Module:
+def wrap_model(model: nn.Module, runtime: Runtime, sync_bn: bool = True, bn_group_size: int = 0,
+               batch_size: int | None = None) -> nn.Module:
     """Move ``model`` to the device (channels_last on CUDA, where convolutions run faster in that layout)
-    and wrap it for several GPUs or processes."""
+    and wrap it for several GPUs or processes.
+
+    BatchNorm: with ``bn_group_size`` N > 0 every layer normalises consecutive groups of N images of the global
+    training batch of ``batch_size`` images (:func:`reid.models.group_batchnorm`); with 0, one group per batch:
+    the global batch under DDP when ``sync_bn``, else each GPU's or process's share.
+    """
+    if bn_group_size:
+        rank_batch_size = batch_size // runtime.world_size if batch_size else None
+        model = group_batchnorm(model, bn_group_size, rank_batch_size, runtime.device.type)
+    elif runtime.distributed and sync_bn:
+        model = convert_sync_batchnorm(model, runtime.device.type)
+    model = to_device(model, runtime)
     if runtime.distributed:
-        if sync_bn:
-            model = convert_sync_batchnorm(model, runtime.device.type)
-        model = to_device(model, runtime)
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    model = to_device(model, runtime)
     if len(runtime.gpu_ids) > 1:
         return nn.DataParallel(model, device_ids=runtime.gpu_ids)
     return model

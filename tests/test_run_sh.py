@@ -1,0 +1,46 @@
+"""run.sh composes the paper's command lines: a stand-in Python records what it is asked to run."""
+import os
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_sh(tmp_path, **env):
+    """The argument lists run.sh passes to Python, one per step."""
+    record = tmp_path / "calls.txt"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(f'#!/usr/bin/env bash\necho "$*" >> {record}\n')
+    stand_in.chmod(0o755)
+    environment = {**os.environ, "PYTHON": str(stand_in), "LOGS_DIR": str(tmp_path / "logs"), **env}
+    subprocess.run(["bash", os.path.join(REPO, "run.sh")], check=True, env=environment, capture_output=True)
+    return [line.split() for line in record.read_text().splitlines()]
+
+
+def value(argv, option):
+    return argv[argv.index(option) + 1]
+
+
+def test_a_real_pair_runs_the_papers_setting(tmp_path):
+    source, ssg, ssgpp, report = run_sh(tmp_path, SRC="dukemtmc", TGT="market1501")
+    assert source[0] == "source_train.py" and value(source, "-a") == "resnet50"
+    for step in (ssg, ssgpp):
+        assert (value(step, "--iteration"), value(step, "--epochs"), value(step, "--bn-group-size")) == \
+            ("30", "70", "64")
+        assert value(step, "--resume") == str(tmp_path / "logs" / "source")
+        assert (value(step, "--height"), value(step, "--width"), value(step, "--num-split")) == ("256", "128", "2")
+    assert value(ssgpp, "--label-iteration") == "5" and value(ssgpp, "--sample") == "cluster"
+    assert report == ["-m", "reid.report", str(tmp_path / "logs")]
+
+
+@pytest.mark.parametrize("pair", [("dukemtmc", "market1501"), ("synth_a", "synth_b")])
+def test_source_model_skips_source_training(tmp_path, pair):
+    calls = run_sh(tmp_path, SRC=pair[0], TGT=pair[1], SOURCE_MODEL="/models/dukemtmc_trained.pth.tar")
+    assert [call[0] for call in calls] == ["selftraining.py", "semitraining.py", "-m"]
+    assert all(value(call, "--resume") == "/models/dukemtmc_trained.pth.tar" for call in calls[:2])
+
+
+def test_an_msmt17_target_uses_the_authors_four_gpu_setting(tmp_path):
+    _, ssg, _, _ = run_sh(tmp_path, SRC="market1501", TGT="msmt17")
+    assert (value(ssg, "--bn-group-size"), value(ssg, "--num-instances")) == ("32", "8")
