@@ -56,7 +56,7 @@ INTERRUPTED = 130  # run_main's status after Ctrl-C
 def demo_profile(run_sh: Path = ROOT / "run.sh") -> dict[str, list[str]]:
     """The option arrays (MODEL, SOURCE, ADAPT, SEMI) of run.sh's synthetic profile: the first ``then`` branch
     whose condition names ``synth_``."""
-    branch = re.search(r"^if .*synth_.*then\n(.*?)^else", run_sh.read_text(), flags=re.M | re.S)
+    branch = re.search(r"^if [^\n]*synth_[^\n]*then\n(.*?)^else", run_sh.read_text(), flags=re.M | re.S)
     if branch is None:
         raise UserError(f"{run_sh}: no synthetic profile found (an 'if ... synth_ ...; then' branch)")
     arrays = re.findall(r"^\s*([A-Z_]+)=\((.*)\)\s*(?:#.*)?$", branch[1], flags=re.M)
@@ -200,7 +200,12 @@ def run_all(args: argparse.Namespace, profile: dict[str, list[str]]) -> dict[str
                 continue
             print(f"=== {variant}, seed {seed} ===", flush=True)
             start = time.time()
-            status = run_main(VARIANTS[variant].main, run_argv(variant, seed, source, args, profile, logs))
+            argv = run_argv(variant, seed, source, args, profile, logs)
+            saved, sys.argv = sys.argv, [f"ssgpp_ablation:{variant}", *argv]  # the run's log.txt shows its options
+            try:
+                status = run_main(VARIANTS[variant].main, argv)
+            finally:
+                sys.argv = saved
             if status == INTERRUPTED:
                 raise KeyboardInterrupt
             if status != 0:

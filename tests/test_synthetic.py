@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +14,8 @@ from PIL import Image
 import reid.datasets as datasets
 from reid.datasets.market1501 import Market1501
 from reid.datasets.synthetic import (
+    DOMAIN_SIZES,
+    FORMAT_VERSION,
     MARKER,
     STYLE_A,
     STYLE_B,
@@ -180,6 +183,23 @@ def test_existing_domain_is_reused_without_regeneration(tmp_path, capsys):
     assert not os.path.exists(removed)
     assert len(again.trainval) == len(first.trainval) - 1
     assert again.num_query_ids == 6
+
+
+def test_a_folder_of_an_older_format_is_refused(tmp_path):
+    root = tmp_path / "synth_b"
+    datasets.create("synth_b", str(root), verbose=False, **SMALL)
+    meta = read_meta(str(root))
+    meta["format_version"] = FORMAT_VERSION - 1
+    (root / MARKER).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=f"written by format {FORMAT_VERSION - 1} .* delete {root} to regenerate"):
+        datasets.create("synth_b", str(root))
+
+
+def test_each_domain_has_its_own_default_size(tmp_path):
+    for domain in ("synth_a", "synth_b"):
+        meta = generate(str(tmp_path / domain), domain, num_train_ids=2, num_test_ids=1)
+        assert meta["options"]["images_per_camera"] == list(DOMAIN_SIZES[domain]["images_per_camera"])
+    assert DOMAIN_SIZES["synth_a"]["images_per_camera"] != DOMAIN_SIZES["synth_b"]["images_per_camera"]
 
 
 def test_folder_of_the_other_domain_is_refused(small_a):

@@ -13,10 +13,13 @@ than the number of people, so several people share an upper garment but not the 
 way round: only the combination of the upper-body and lower-body parts tells them apart, as in SSG's
 part-based grouping.
 
-Per domain folder: every identity is seen by 2..4 cameras with 2..4 images each (seeded), training and
-test identities are disjoint, the query holds one image per (test identity, camera), the gallery the
-other test images plus distractors (pid 0: background or a passer-by's fragment) and junk (pid -1: a badly
-cropped test person). ``synth_meta.json`` is written last; a folder holding it is reused as is.
+Per domain folder: every identity is seen by 2..4 cameras (seeded), training and test identities are
+disjoint, the query holds one image per (test identity, camera), the gallery the other test images plus
+distractors (pid 0: background or a passer-by's fragment) and junk (pid -1: a badly cropped test person).
+The domains' sizes differ (:data:`DOMAIN_SIZES`): the source ``synth_a`` has 150 training identities with 2..4
+images per camera (about 9 per identity), the target ``synth_b`` 80 with 4..7 (about 17, Market-1501's 17.2).
+``synth_meta.json`` is written last; a folder holding it is reused as is, one written by an older format
+is refused.
 
 Run ``python -m reid.datasets.synthetic --root DIR --domain synth_a`` to generate a domain by hand.
 """
@@ -40,7 +43,8 @@ from reid.datasets.base import MARKET_STYLE_FOLDERS
 from reid.datasets.market1501 import Market1501
 from reid.utils.errors import UserError
 
-FORMAT_VERSION = 1
+# 2: synth_b's size changed (80 training identities of about 17 images).
+FORMAT_VERSION = 2
 MARKER = "synth_meta.json"
 DOMAINS = ("synth_a", "synth_b")
 HEIGHT, WIDTH = 128, 64
@@ -49,6 +53,15 @@ JPEG_QUALITY = 90
 OCCLUSION_PROBABILITY = 0.15
 # Pool size / number of people: below 1 so that garments are shared between identities.
 GARMENT_POOL_RATIO = 0.5
+# Identities and images per camera of each domain. The target sees each person as often as Market-1501
+# (17.2 images per identity; DukeMTMC-reID 23.5): SSG's DBSCAN (min_samples 4) groups an identity only when it
+# has several close images, and SSG++ labels one image per group, so a sparser target leaves most of its people
+# without a label (about 9 images per identity left 69 of 150 unlabelled and capped the propagated labels'
+# accuracy near 57%, issue 10).
+DOMAIN_SIZES = {
+    "synth_a": {"num_train_ids": 150, "num_test_ids": 100, "images_per_camera": (2, 4)},
+    "synth_b": {"num_train_ids": 80, "num_test_ids": 60, "images_per_camera": (4, 7)},
+}
 # Mixed into every seed so that the two domains never hold the same people.
 _DOMAIN_ENTROPY = {"synth_a": 1501, "synth_b": 1812}
 _TRAIN_FOLDER, _TEST_FOLDER, _QUERY_FOLDER = MARKET_STYLE_FOLDERS
@@ -517,10 +530,10 @@ def generate(
     root: str,
     domain: str,
     *,
-    num_train_ids: int = 150,
-    num_test_ids: int = 100,
+    num_train_ids: int | None = None,
+    num_test_ids: int | None = None,
     num_cameras: int = 6,
-    images_per_camera: Sequence[int] = (2, 4),
+    images_per_camera: Sequence[int] | None = None,
     seed: int = 0,
     shift: float = 1.0,
 ) -> dict[str, Any]:
@@ -532,12 +545,14 @@ def generate(
         Target folder; created if needed, must not hold images yet.
     domain : str
         ``synth_a`` or ``synth_b``.
-    num_train_ids, num_test_ids : int
-        Identities of the training set (pids 1..num_train_ids) and of the test set (the next pids).
+    num_train_ids, num_test_ids : int, optional
+        Identities of the training set (pids 1..num_train_ids) and of the test set (the next pids); the
+        domain's :data:`DOMAIN_SIZES` when not given.
     num_cameras : int
         Cameras of the domain; each identity is seen by 2..4 of them.
-    images_per_camera : (int, int)
-        Inclusive range of the number of images of an identity per camera that sees it; low >= 2.
+    images_per_camera : (int, int), optional
+        Inclusive range of the number of images of an identity per camera that sees it; low >= 2. The
+        domain's :data:`DOMAIN_SIZES` when not given.
     seed : int
         Seed of the generator, mixed with the domain so that both domains differ for the same seed.
     shift : float
@@ -555,6 +570,10 @@ def generate(
         For an invalid option, or a ``root`` that already holds images.
     """
     style = domain_style(domain, shift)
+    sizes = DOMAIN_SIZES[domain]
+    num_train_ids = sizes["num_train_ids"] if num_train_ids is None else num_train_ids
+    num_test_ids = sizes["num_test_ids"] if num_test_ids is None else num_test_ids
+    images_per_camera = sizes["images_per_camera"] if images_per_camera is None else images_per_camera
     _check_options(num_train_ids, num_test_ids, num_cameras, images_per_camera)
     _check_target(root)
     rng = np.random.default_rng([_DOMAIN_ENTROPY[domain], seed])
@@ -643,6 +662,10 @@ class SyntheticDataset(Market1501):
                 print(f"generating synthetic domain {domain} in {root} ...")
             generate(root, domain, **options)
         self.meta = read_meta(root)
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{os.path.join(root, MARKER)}: written by format {self.meta.get('format_version')} of "
+                            f"the generator, this one writes format {FORMAT_VERSION} ({domain}'s size may differ); "
+                            f"delete {root} to regenerate it")
         if self.meta["domain"] != domain:
             raise UserError(f"{os.path.join(root, MARKER)}: holds domain {self.meta['domain']}, not {domain}")
         self.name = domain
@@ -654,10 +677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="folder to generate into, e.g. data/synth_a")
     parser.add_argument("--domain", required=True, choices=DOMAINS)
-    parser.add_argument("--num-train-ids", type=int, default=150)
-    parser.add_argument("--num-test-ids", type=int, default=100)
+    parser.add_argument("--num-train-ids", type=int, help="default: the domain's (150 for synth_a, 80 for synth_b)")
+    parser.add_argument("--num-test-ids", type=int, help="default: the domain's (100 for synth_a, 60 for synth_b)")
     parser.add_argument("--num-cameras", type=int, default=6)
-    parser.add_argument("--images-per-camera", type=int, nargs=2, default=(2, 4), metavar=("LOW", "HIGH"))
+    parser.add_argument("--images-per-camera", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                        help="default: the domain's (2 4 for synth_a, 4 7 for synth_b)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shift", type=float, default=1.0, help="strength of synth_b's style (0: like A)")
     args = parser.parse_args(argv)
