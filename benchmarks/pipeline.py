@@ -49,7 +49,7 @@ from reid import datasets, models
 from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
-from reid.datasets.synthetic import JPEG_QUALITY, Identity, Renderer, domain_style, make_identities
+from reid.datasets.synthetic import JPEG_QUALITY, DomainStyle, Identity, Renderer, domain_style, make_identities
 from reid.evaluators import Evaluator, extract_features, type_features
 from reid.rerank import re_ranking
 from reid.trainers import SSGTrainer
@@ -108,7 +108,7 @@ class Counts:
                 or counts.target_ids + counts.test_ids > 9999):
             raise UserError(f"--scale {scale}: gives {counts}, which cannot form a Market-1501 layout (two "
                             "identities at least, two images of each, a query with a gallery match, 4-digit "
-                            "pids); use a scale between 0.005 and 6")
+                            "pids); use a scale from about 0.005 to 6")
         return counts
 
 
@@ -121,7 +121,6 @@ class ImageSpec:
     camera: int
     frame: int
     person: Identity | None
-    fragment: bool = False
 
     @property
     def fname(self) -> str:
@@ -129,18 +128,7 @@ class ImageSpec:
         return f"{self.pid:04d}_c{self.camera + 1}s1_{self.frame:06d}_01.jpg"
 
 
-def _spread(total: int, parts: int, rng: np.random.Generator) -> np.ndarray:
-    """``total`` split into ``parts`` counts differing by at most one, the larger ones at random places."""
-    counts = np.full(parts, total // parts)
-    counts[rng.permutation(parts)[: total % parts]] += 1
-    return counts
-
-
-def _cameras(rng: np.random.Generator, count: int) -> np.ndarray:
-    return rng.choice(NUM_CAMERAS, size=min(count, NUM_CAMERAS), replace=False)
-
-
-def _style(domain: str):
+def _style(domain: str) -> DomainStyle:
     return domain_style("synth_b" if domain == "target" else "synth_a")
 
 
@@ -148,45 +136,60 @@ def _people(domain: str, num: int) -> list[Identity]:
     return make_identities(np.random.default_rng(DOMAIN_SEEDS[domain]), list(range(1, num + 1)), _style(domain))
 
 
+class _Plan:
+    """The images of one domain, numbered in order (the frame field of their names)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.specs: list[ImageSpec] = []
+
+    def spread(self, total: int, parts: int) -> np.ndarray:
+        """``total`` split into ``parts`` counts differing by at most one, the larger ones at random places."""
+        counts = np.full(parts, total // parts)
+        counts[self.rng.permutation(parts)[: total % parts]] += 1
+        return counts
+
+    def cameras(self, count: int) -> np.ndarray:
+        """``count`` distinct cameras (at most all of them) in a random order."""
+        return self.rng.choice(NUM_CAMERAS, size=min(count, NUM_CAMERAS), replace=False)
+
+    def add(self, folder: str, person: Identity | None, camera: int) -> None:
+        pid = person.pid if person else 0
+        self.specs.append(ImageSpec(folder, pid, int(camera), len(self.specs) + 1, person))
+
+    def training_images(self, people: list[Identity], total: int) -> None:
+        """``total`` images of ``people``, each seen by 2..6 cameras in turn."""
+        for person, count in zip(people, self.spread(total, len(people))):
+            cameras = self.cameras(int(self.rng.integers(2, NUM_CAMERAS + 1)))
+            for index in range(count):
+                self.add(MARKET_STYLE_FOLDERS[0], person, cameras[index % len(cameras)])
+
+
 def target_plan(counts: Counts) -> list[ImageSpec]:
     """The target's images: training identities 1..K, test identities after them (one query per camera that
     sees them, the rest in the gallery over two cameras at least) and background-only distractors (pid 0)."""
     people = _people("target", counts.target_ids + counts.test_ids)
-    train, test = people[: counts.target_ids], people[counts.target_ids:]
-    rng = np.random.default_rng(PLAN_SEED)
-    specs = []
-
-    def add(folder: str, person: Identity | None, camera: int, pid: int) -> None:
-        specs.append(ImageSpec(folder, pid, int(camera), len(specs) + 1, person))
-
-    train_folder, test_folder, query_folder = MARKET_STYLE_FOLDERS
-    for person, count in zip(train, _spread(counts.target_images, counts.target_ids, rng)):
-        cameras = _cameras(rng, int(rng.integers(2, NUM_CAMERAS + 1)))
-        for index in range(count):
-            add(train_folder, person, cameras[index % len(cameras)], person.pid)
-    queries = _spread(counts.query, counts.test_ids, rng)
-    gallery = _spread(counts.gallery - counts.distractors, counts.test_ids, rng)
-    for person, num_queries, num_gallery in zip(test, queries, gallery):
-        cameras = _cameras(rng, max(2, num_queries))
+    plan = _Plan(PLAN_SEED)
+    plan.training_images(people[: counts.target_ids], counts.target_images)
+    _, test_folder, query_folder = MARKET_STYLE_FOLDERS
+    queries = plan.spread(counts.query, counts.test_ids)
+    gallery = plan.spread(counts.gallery - counts.distractors, counts.test_ids)
+    for person, num_queries, num_gallery in zip(people[counts.target_ids:], queries, gallery):
+        cameras = plan.cameras(max(2, num_queries))
         for camera in cameras[:num_queries]:
-            add(query_folder, person, camera, person.pid)
+            plan.add(query_folder, person, camera)
         for index in range(num_gallery):
-            add(test_folder, person, cameras[index % len(cameras)], person.pid)
+            plan.add(test_folder, person, cameras[index % len(cameras)])
     for _ in range(counts.distractors):
-        add(test_folder, None, rng.integers(NUM_CAMERAS), 0)
-    return specs
+        plan.add(test_folder, None, plan.rng.integers(NUM_CAMERAS))
+    return plan.specs
 
 
 def source_plan(counts: Counts) -> list[ImageSpec]:
     """The source's training images (the only source images SSG uses)."""
-    people = _people("source", counts.source_ids)
-    rng = np.random.default_rng(PLAN_SEED + 1)
-    specs = []
-    for person, count in zip(people, _spread(counts.source_images, counts.source_ids, rng)):
-        cameras = _cameras(rng, int(rng.integers(2, NUM_CAMERAS + 1)))
-        specs += [ImageSpec(MARKET_STYLE_FOLDERS[0], person.pid, int(cameras[index % len(cameras)]),
-                            len(specs) + index + 1, person) for index in range(count)]
-    return specs
+    plan = _Plan(PLAN_SEED + 1)
+    plan.training_images(_people("source", counts.source_ids), counts.source_images)
+    return plan.specs
 
 
 def render_images(task: tuple[str, str, int, Sequence[ImageSpec]]) -> int:
@@ -515,6 +518,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = Counts().scaled(args.scale)
     check_args(args, counts)
     device = pick_device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     torch.backends.cudnn.benchmark = True
     runtime = Runtime(device)
     root, generation = prepare_data(args.data_dir, counts, args.scale, args.gen_processes)
