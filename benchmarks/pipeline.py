@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,6 +46,7 @@ from PIL import Image
 
 from benchmarks.train_throughput import amp_dtype, pick_device, random_batch, synchronize
 from reid import datasets, models
+from reid.adaptation import type_names
 from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
@@ -273,7 +274,7 @@ def busy_fraction(events: Sequence[dict], categories: frozenset[str], wall_us: f
     return (covered + stop - start) / wall_us
 
 
-def profiled_gpu_busy(run, device: torch.device) -> tuple[float | None, str]:
+def profiled_gpu_busy(run: Callable[[], object], device: torch.device) -> tuple[float | None, str]:
     """The GPU's busy share while ``run()`` runs, from the profiler's kernel trace, and a note on how it was
     measured. The profiler's CPU-side recording slows the launches, so the share is a lower bound."""
     from torch.profiler import ProfilerActivity, profile
@@ -305,7 +306,7 @@ def load_data(root: str) -> tuple[datasets.ReIDDataset, list]:
 def time_grouping(source_pooled: torch.Tensor, target_pooled: torch.Tensor, clock: Clock) -> list[dict]:
     """re_ranking (on the features' device) then eps + DBSCAN (CPU) per feature type, the spec's defaults."""
     results = []
-    for name, source_t, target_t in zip(("global", "upper", "lower"), type_features(source_pooled),
+    for name, source_t, target_t in zip(type_names(NUM_SPLIT), type_features(source_pooled),
                                          type_features(target_pooled)):
         with clock.phase(f"re_ranking {name}"):
             distance = re_ranking(source_t, target_t, sparse=True)
