@@ -112,11 +112,15 @@ class Grouping:
 def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[Item], runtime: Runtime,
                              args: argparse.Namespace, eps: list[float] | None) -> tuple[Grouping, torch.Tensor]:
     """Spec steps 1-4. Returns the grouping and the target's pooled features (N, S+1, C), which SSG++
-    reuses. Rank 0 clusters and broadcasts, so every DDP rank trains on the same pseudo-labels."""
-    source_pooled = extract_features(model, source, runtime, args.height, args.width, workers=args.workers,
-                                     desc="source features") if args.lambda_value > 0 else None
-    target_pooled = extract_features(model, target, runtime, args.height, args.width, workers=args.workers,
-                                     desc="target features")
+    reuses. The features stay on the model's device, where the distances are computed (only their sparse
+    result goes to the CPU, for DBSCAN). Rank 0 clusters and broadcasts, so every DDP rank trains on the
+    same pseudo-labels."""
+    def features(items: list[Item], desc: str) -> torch.Tensor:
+        return extract_features(model, items, runtime, args.height, args.width, workers=args.workers, desc=desc,
+                                on_device=True, amp=args.amp)
+
+    source_pooled = features(source, "source features") if args.lambda_value > 0 else None
+    target_pooled = features(target, "target features")
     result = [None]
     if runtime.is_main:
         result[0] = _cluster(source_pooled, target_pooled, args, eps)
@@ -184,7 +188,8 @@ class AdaptationRun:
         if resuming:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             _set_rng_state(checkpoint.get("rng"))
-        self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers)
+        self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers,
+                                   amp=args.amp)
         if "before" not in self.metrics:
             print("before adaptation:")
             self.metrics["before"] = self.evaluator.evaluate(self.target.query, self.target.gallery)

@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reid.evaluation_metrics import cmc, mean_ap
+from reid.utils.data.loaders import prefetch_to_device
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.transforms import test_transform
-from reid.utils.runtime import Runtime, to_device
+from reid.utils.runtime import Runtime, amp_dtype
 from reid.utils.visualize import visualize_ranked_results
 
 TOPK = (1, 5, 10)
@@ -23,9 +24,13 @@ TOPK = (1, 5, 10)
 
 @torch.no_grad()
 def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, height: int, width: int,
-                     batch_size: int = 128, workers: int = 4, desc: str = "features") -> torch.Tensor:
-    """Pooled features ``f(x) + f(flip(x))`` of every item, shape (N, S+1, C), on the CPU, not normalised.
+                     batch_size: int = 128, workers: int = 4, desc: str = "features",
+                     on_device: bool = False, amp: bool = False) -> torch.Tensor:
+    """Pooled features ``f(x) + f(flip(x))`` of every item, shape (N, S+1, C), float32, not normalised.
 
+    The features come back on the CPU, or with ``on_device`` on the model's device, where the next step
+    (grouping, distances) runs without waiting for a copy and without a synchronisation per batch. With
+    ``amp`` the model runs under autocast on CUDA (as ``--amp`` trains); the features are float32 either way.
     Under DDP each rank extracts a contiguous shard and the shards are gathered, so every rank returns the
     whole matrix. Use :func:`type_features` or :func:`eval_features` to normalise.
     """
@@ -35,13 +40,16 @@ def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, 
     loader = DataLoader(Preprocessor([items[i] for i in shard], test_transform(height, width)),
                         batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
     chunks = []
-    for images, *_ in tqdm(loader, desc=desc, leave=False, disable=not runtime.is_main or None):
-        images = to_device(images, runtime)
-        pooled = model(images).pooled + model(torch.flip(images, dims=[3])).pooled
-        chunks.append(pooled.float().cpu())
+    batches = prefetch_to_device(loader, runtime)
+    dtype = amp_dtype(runtime.device) if amp else None
+    for images, *_ in tqdm(batches, total=len(loader), desc=desc, leave=False, disable=not runtime.is_main or None):
+        with torch.autocast(runtime.device.type, dtype=dtype, enabled=dtype is not None):
+            pooled = model(images).pooled + model(torch.flip(images, dims=[3])).pooled
+        chunks.append(pooled.float() if on_device else pooled.float().cpu())
     model.train(was_training)
     features = torch.cat(chunks) if chunks else torch.empty(0)
-    return _gather(features, len(items), runtime)
+    features = _gather(features, len(items), runtime)
+    return features.to(runtime.device) if on_device else features.cpu()
 
 
 def _shard(count: int, runtime: Runtime) -> range:
@@ -58,7 +66,7 @@ def _gather(features: torch.Tensor, count: int, runtime: Runtime) -> torch.Tenso
     padded[: len(features)] = features
     shards = [torch.empty_like(padded) for _ in range(runtime.world_size)]
     dist.all_gather(shards, padded)
-    return torch.cat(shards)[:count].cpu()
+    return torch.cat(shards)[:count]
 
 
 def type_features(pooled: torch.Tensor) -> list[torch.Tensor]:
@@ -101,16 +109,18 @@ class Evaluator:
     """Extracts query and gallery features with one model and reports mAP and CMC."""
 
     def __init__(self, model: nn.Module, runtime: Runtime, height: int, width: int, batch_size: int = 128,
-                 workers: int = 4):
+                 workers: int = 4, amp: bool = False):
         self.model = model
         self.runtime = runtime
         self.size = (height, width)
         self.batch_size = batch_size
         self.workers = workers
+        self.amp = amp
 
     def features(self, items: Sequence[Item], desc: str) -> torch.Tensor:
+        """Pooled features on the model's device, where the distances are computed."""
         return extract_features(self.model, items, self.runtime, *self.size, batch_size=self.batch_size,
-                                workers=self.workers, desc=desc)
+                                workers=self.workers, desc=desc, on_device=True, amp=self.amp)
 
     def evaluate(self, query: Sequence[Item], gallery: Sequence[Item], save_features: str | None = None,
                  visrank: int = 0, visrank_dir: str = "") -> dict[str, float]:
@@ -122,7 +132,7 @@ class Evaluator:
         if save_features and self.runtime.is_main:
             save_features_h5(save_features, {"query": (query, query_features),
                                              "gallery": (gallery, gallery_features)})
-        distmat = pairwise_distance(query_features, gallery_features).numpy()
+        distmat = pairwise_distance(query_features, gallery_features).cpu().numpy()
         metrics = evaluate_distances(distmat, query, gallery)
         print(format_metrics(metrics))
         if visrank and self.runtime.is_main:
@@ -136,7 +146,7 @@ def save_features_h5(fpath: str, subsets: dict[str, tuple[Sequence[Item], torch.
     with h5py.File(fpath, "w") as h5:
         for name, (items, features) in subsets.items():
             group = h5.create_group(name)
-            group.create_dataset("features", data=features.numpy(), compression="gzip")
+            group.create_dataset("features", data=features.cpu().numpy(), compression="gzip")
             group.create_dataset("fnames", data=np.array([f for f, _, _ in items], dtype=h5py.string_dtype()))
             ids, cams = _ids_cams(items)
             group.create_dataset("pids", data=ids)

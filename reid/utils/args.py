@@ -9,6 +9,7 @@ import argparse
 import os
 
 from reid import datasets, models
+from reid.utils.data.loaders import default_workers
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,7 +52,8 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         help="also train on MSMT17's list_val.txt (32,621 images; the authors' code used list_train.txt alone)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
-    add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
+    add(group, "--workers", "-j", type=int, default=default_workers(),
+        help="data loading processes (default: the CPU cores available less one, at most 8; here %(default)s)")
     add(group, "--height", type=int, default=256)
     add(group, "--width", type=int, default=128)
 
