@@ -365,7 +365,8 @@ def measure(args: argparse.Namespace, runtime: Runtime, root: str) -> dict:
     target, source = load_data(root)
     clock = Clock(runtime.device)
     torch.manual_seed(args.seed)
-    model = wrap_model(models.create(args.arch, num_split=NUM_SPLIT, num_features=2048, pretrained=False), runtime)
+    model = models.create(args.arch, num_split=NUM_SPLIT, num_features=2048, pretrained=False)
+    model = wrap_model(model, runtime, bn_group_size=args.bn_group_size, batch_size=args.batch_size)
     size = (args.height, args.width)
     with clock.phase("source features"):
         source_pooled = extract_features(model, source, runtime, *size, args.batch_size, args.workers,
@@ -409,8 +410,9 @@ def describe(args: argparse.Namespace, runtime: Runtime) -> str:
     else:
         name = f"CPU, {torch.get_num_threads()} threads, fp32" + (" (--amp has no effect on the CPU)" if args.amp
                                                                   else "")
+    groups = f"BatchNorm over groups of {args.bn_group_size}" if args.bn_group_size else "BatchNorm over the batch"
     return (f"{name}; torch {torch.__version__}; {available_cores()} CPU cores, {args.workers} loader workers; "
-            f"{args.arch} at {args.height}x{args.width}, batch {args.batch_size}")
+            f"{args.arch} at {args.height}x{args.width}, batch {args.batch_size}, {groups}")
 
 
 def report(args: argparse.Namespace, runtime: Runtime, counts: Counts, generation: dict, figures: dict) -> dict:
@@ -490,6 +492,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA, as the scripts' --amp")
+    parser.add_argument("--bn-group-size", type=int, default=64,
+                        help="BatchNorm over groups of this many images, as the adaptation scripts (0: one group)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("-j", "--workers", type=int, default=default_workers(), help="loader processes")
     parser.add_argument("--gen-processes", type=int, default=available_cores(),
@@ -512,6 +516,7 @@ def check_args(args: argparse.Namespace, counts: Counts) -> None:
     if args.workers < 0 or args.gen_processes < 1:
         raise UserError(f"--workers {args.workers} must be >= 0 and --gen-processes {args.gen_processes} >= 1")
     models.check_num_split(args.height, NUM_SPLIT)
+    models.check_bn_group_size(args.bn_group_size, args.batch_size)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,8 +10,8 @@ from benchmarks import pipeline
 from reid.datasets.market1501 import Market1501
 from reid.utils.errors import UserError
 
-TINY = ["--scale", "0.005", "-a", "resnet18", "--height", "64", "--width", "32", "-b", "8", "--epochs", "2",
-        "-j", "0", "--device", "cpu", "--gen-processes", "2"]
+TINY = ["--scale", "0.005", "-a", "resnet18", "--height", "64", "--width", "32", "-b", "8", "--bn-group-size", "4",
+        "--epochs", "2", "-j", "0", "--device", "cpu", "--gen-processes", "2"]
 
 
 def test_scale_one_plans_market_1501_and_a_duke_sized_source():
