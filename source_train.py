@@ -15,7 +15,15 @@ from reid.trainers import SourceTrainer
 from reid.utils.args import ArgumentParser, add, add_data_args, add_model_args, add_optim_args, add_run_args
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.transforms import train_transform
-from reid.utils.experiment import Scalars, check_batch, check_model_config, model_config, resolve_checkpoint, start_run
+from reid.utils.experiment import (
+    WEIGHT_KEYS,
+    Scalars,
+    check_batch,
+    model_config,
+    resolve_checkpoint,
+    resolve_model_options,
+    start_run,
+)
 from reid.utils.logging import MetricsLog
 from reid.utils.runtime import run_main, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -32,10 +40,9 @@ def learning_rate(base_lr: float, epoch: int, epochs: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     check_batch(args.batch_size, args.num_instances)
-    models.check_num_split(args.height, args.num_split)
     checkpoint = load_checkpoint(resolve_checkpoint(args.resume)) if args.resume else None
-    if checkpoint:
-        check_model_config(checkpoint, args, args.resume, keys=("arch", "features"))
+    resolve_model_options(args, checkpoint, args.resume, keys=WEIGHT_KEYS)
+    models.check_num_split(args.height, args.num_split)
     runtime = start_run(args)
 
     dataset = datasets.create(args.dataset, os.path.join(args.data_dir, args.dataset))
@@ -48,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         start_epoch, best_top1 = checkpoint.get("epoch", 0), checkpoint.get("best_top1", 0.0)
         print(f"resumed {args.resume} at epoch {start_epoch} (best top-1 {best_top1:.1f}%)")
     model = wrap_model(model, runtime, args.sync_bn)
-    evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers)
+    evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers, rerank=args.rerank)
     metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=bool(checkpoint), write=runtime.is_main)
 
     if not args.evaluate:
