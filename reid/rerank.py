@@ -3,14 +3,16 @@
 Implements the source-aware k-reciprocal distance of SSG (Fu et al., "Self-similarity Grouping: A Simple
 Unsupervised Cross Domain Adaptation Approach for Person Re-identification", ICCV 2019; spec section 4,
 step 2) and the query/gallery k-reciprocal re-ranking of Zhong et al. (CVPR 2017) that SSG++ uses to
-propagate its one-shot labels (spec section 5).
+propagate its one-shot labels (spec section 5) and every ``--rerank`` evaluation reports.
 
 Both give the numbers of the authors' dense code without ever forming an N x N matrix: only the first
-k1 + 1 neighbours of each image are kept (chunked Gram products reduced by ``torch.topk``), the k-reciprocal
-encodings V are sparse rows, and the Jaccard numerator ``sum_k min(V_ik, V_jk)`` is accumulated only over
-the pairs whose encodings share support. Memory grows with N * k1 (the dense output of ``re_ranking``
-aside) and the work is dominated by the two matrix products (target Gram, of which only the upper half is
-computed, and target-source); everything runs in float32 on the device of the input features.
+k1 + 1 neighbours of each image are kept (chunked Gram products reduced by ``torch.topk`` along their rows
+and, for their columns, by merging the few entries that beat a row's current k-th neighbour), the
+k-reciprocal encodings V are sparse rows, and the Jaccard numerator ``sum_k min(V_ik, V_jk)`` is
+accumulated only over the pairs whose encodings share support. Memory grows with N * k1 (the dense outputs,
+N x N of ``re_ranking`` and Q x G of ``re_ranking_query_gallery``, aside) and the work is dominated by the
+matrix products (the upper half of the Gram matrix, and target-source or query-gallery); everything runs in
+float32 on the device of the input features.
 """
 
 from __future__ import annotations

@@ -62,6 +62,21 @@ def test_hand_computed_pairs():
     np.testing.assert_allclose(re_ranking(None, target, k1=1, k2=1, lambda_value=0), jaccard, atol=1e-6)
 
 
+def test_hand_computed_query_against_gallery():
+    # Query A against the gallery A', B, B' of square_of_pairs: the encodings are those of the case above, so
+    # J(A, A') = 1 - e^-1/4 and J = 1 to B and B'; A's row maximum is d(A, B) = 4 and d(A, B') = 2 - 2 cos 120 = 3.
+    points = square_of_pairs()
+    query, gallery = points[:1], points[1:]
+    expected = 0.7 * np.array([[1 - math.exp(-0.25), 1, 1]]) + 0.3 * np.array([[1, 4, 3]]) / 4
+
+    distances = np.array([[1, 4, 3]], dtype=np.float32)  # the evaluation's own squared distances
+    re_ranking_query_gallery(query, gallery, k1=1, k2=1, lambda_value=0.3, distances=distances)
+
+    np.testing.assert_allclose(distances, expected, atol=1e-6)
+    np.testing.assert_allclose(re_ranking_query_gallery(query, gallery, k1=1, k2=1), expected, atol=1e-6)
+    assert expected[0, 0] == pytest.approx(0.2298, abs=1e-4)
+
+
 @pytest.mark.parametrize("num, num_source, k1, k2, lambda_value", CASES)
 def test_dense_matches_reference(num, num_source, k1, k2, lambda_value):
     target, source = clustered_features(num, num), clustered_features(num + 1, num_source)
