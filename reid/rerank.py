@@ -222,20 +222,23 @@ class _Union:
             yield self.split, self.cross[start:stop].to(self.device, torch.float32, copy=True).mul_(-0.5).add_(1)
 
     def dots(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        """``x_image[p] . x_other[p]`` for pairs of union rows; the gathered rows stay within one block."""
-        result = torch.empty(image.numel(), device=self.device)
-        for start, stop in _even_chunks(image.numel(), self.first.shape[1]):
-            result[start:stop] = torch.linalg.vecdot(self._rows(image[start:stop]), self._rows(other[start:stop]))
-        return result
+        """``x_image[p] . x_other[p]`` for pairs of union rows.
 
-    def _rows(self, index: torch.Tensor) -> torch.Tensor:
-        if self.second is None:
-            return self.first[index]
-        in_first = index < self.split
-        rows = torch.empty((index.numel(), self.first.shape[1]), device=self.device)
-        rows[in_first] = self.first[index[in_first]]
-        rows[~in_first] = self.second[index[~in_first] - self.split]
-        return rows
+        Pairs are taken a block at a time and by the parts their two rows lie in, so that each row is gathered
+        once, straight from its part, and the gathered rows stay within one block.
+        """
+        result = torch.empty(image.numel(), device=self.device)
+        parts = (self.first,) if self.second is None else (self.first, self.second)
+        for start, stop in _even_chunks(image.numel(), self.first.shape[1]):
+            pair_image, pair_other = image[start:stop], other[start:stop]
+            image_part, other_part = pair_image >= self.split, pair_other >= self.split
+            for image_in, image_rows in enumerate(parts):
+                for other_in, other_rows in enumerate(parts):
+                    pairs = ((image_part == image_in) & (other_part == other_in)).nonzero().squeeze(1)
+                    result[start + pairs] = torch.linalg.vecdot(
+                        image_rows[pair_image[pairs] - image_in * self.split],
+                        other_rows[pair_other[pairs] - other_in * self.split])
+        return result
 
 
 def _check_options(k1: int, k2: int, lambda_value: float) -> None:
