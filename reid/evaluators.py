@@ -182,12 +182,12 @@ def save_features_h5(fpath: str, subsets: dict[str, tuple[Sequence[Item], torch.
             h5.attrs.update(attrs or {})
             for name, (items, features) in subsets.items():
                 group = h5.create_group(name)
-                group.create_dataset("features", data=features.numpy(), compression="gzip")
+                group.create_dataset("features", data=features.cpu().numpy(), compression="gzip")
                 group.create_dataset("fnames", data=np.array([f for f, _, _ in items], dtype=h5py.string_dtype()))
                 ids, cams = _ids_cams(items)
                 group.create_dataset("pids", data=ids)
                 group.create_dataset("camids", data=cams)
                 for dataset, values in (extra or {}).get(name, {}).items():
-                    group.create_dataset(dataset, data=values.numpy(), compression="gzip")
+                    group.create_dataset(dataset, data=values.cpu().numpy(), compression="gzip")
 
     write_atomically(fpath, write)
