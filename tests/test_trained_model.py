@@ -62,7 +62,7 @@ def checkpoint_dir(tmp_path_factory):
 def test_adaptation_takes_the_model_from_the_source_checkpoint(tiny_pair, checkpoint_dir, tmp_path):
     argv = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
             str(tmp_path), "--resume", str(checkpoint_dir), "--iteration", "1", "--epochs", "1", "-b", "8",
-            "--num-instances", "4", "--rho", "0.05", "--workers", "0", "--rerank"]
+            "--num-instances", "4", "--bn-group-size", "8", "--rho", "0.05", "--workers", "0", "--rerank"]
     assert run_main(selftraining.main, argv) == 0
     recorded = json.loads((tmp_path / "args.json").read_text())
     assert {key: recorded[key] for key in CONFIG} == CONFIG
