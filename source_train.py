@@ -21,12 +21,13 @@ from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform
 from reid.utils.experiment import (
+    WEIGHT_KEYS,
     Scalars,
     check_batch,
-    check_model_config,
     model_config,
     open_dataset,
     resolve_checkpoint,
+    resolve_model_options,
     start_run,
 )
 from reid.utils.logging import MetricsLog
@@ -45,10 +46,9 @@ def learning_rate(base_lr: float, epoch: int, epochs: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     check_batch(args.batch_size, args.num_instances)
-    models.check_num_split(args.height, args.num_split)
     checkpoint = load_checkpoint(resolve_checkpoint(args.resume)) if args.resume else None
-    if checkpoint:
-        check_model_config(checkpoint, args, args.resume, keys=("arch", "features"))
+    resolve_model_options(args, checkpoint, args.resume, keys=WEIGHT_KEYS)
+    models.check_num_split(args.height, args.num_split)
     runtime = start_run(args)
 
     dataset = open_dataset(args.dataset, args)
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         start_epoch, best_top1 = checkpoint.get("epoch", 0), checkpoint.get("best_top1", 0.0)
         print(f"resumed {args.resume} at epoch {start_epoch} (best validation top-1 {best_top1:.1f}%)")
     model = wrap_model(model, runtime, args.sync_bn, args.bn_group_size, args.batch_size)
-    evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers)
+    evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers, amp=args.amp,
+                          rerank=args.rerank)
     metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=bool(checkpoint), write=runtime.is_main)
 
     if not args.evaluate:

@@ -3,9 +3,12 @@
 A step is what ``reid.trainers.SSGTrainer`` does per batch: forward of the part-pooling ResNet
 (``num_split=2``, 2048-d embedding, no classifier), the four block-mined triplet terms
 (``reid.trainers.part_triplet_terms``, margin 0.5, 4 images per identity), backward and an SGD step
-(lr 6e-5, momentum 0.9, weight decay 5e-4), on random images. The modes are fp32, AMP (bf16 autocast where
-the GPU supports it, else fp16 with a GradScaler), channels_last memory format, and both. On the CPU only fp32
-runs unless ``--force`` (AMP is then bf16 autocast on the CPU). cuDNN autotuning is on for every mode.
+(lr 6e-5, momentum 0.9, weight decay 5e-4), on random images. The modes are fp32 as PyTorch runs it by default
+(cuDNN convolutions in TF32 on Ampere and later GPUs), true fp32 (TF32 off for convolutions and matrix
+products: the baseline that speed-ups from reduced precision are honestly measured against), AMP (bf16
+autocast where the GPU supports it, else fp16 with a GradScaler), channels_last memory format, and AMP with
+channels_last. On the CPU only fp32 runs unless ``--force`` (AMP is then bf16 autocast on the CPU; TF32 does
+not exist there). cuDNN autotuning is on for every mode.
 
 With ``--dataset NAME`` it also times the data pipeline alone (JPEG decoding, the SSG train transform,
 collation) through the project's identity loader with ``--workers`` processes, so the two rates show whether
@@ -17,7 +20,9 @@ Run from the repository root: ``python -m benchmarks.train_throughput [--arch re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +44,14 @@ class Mode:
     name: str
     amp: bool
     channels_last: bool
+    tf32: bool = True
 
 
+DEFAULT_FP32 = Mode("fp32 (default)", amp=False, channels_last=False)
+TRUE_FP32 = Mode("fp32, TF32 off", amp=False, channels_last=False, tf32=False)
 MODES = (
-    Mode("fp32", amp=False, channels_last=False),
+    DEFAULT_FP32,
+    TRUE_FP32,
     Mode("AMP", amp=True, channels_last=False),
     Mode("channels_last", amp=False, channels_last=True),
     Mode("AMP + channels_last", amp=True, channels_last=True),
@@ -66,6 +75,19 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def tf32_off(off: bool) -> Iterator[None]:
+    """When ``off``, no TF32 in cuDNN convolutions and CUDA matrix products for the block (then the settings
+    are restored); otherwise PyTorch's defaults as they are."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if off:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def random_batch(batch_size: int, height: int, width: int,
@@ -100,13 +122,14 @@ def images_per_second(args: argparse.Namespace, device: torch.device, mode: Mode
         scaler.update()
 
     model.train()
-    for _ in range(args.warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    synchronize(device)
+    with tf32_off(not mode.tf32):
+        for _ in range(args.warmup):
+            step()
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        synchronize(device)
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
@@ -121,6 +144,12 @@ def loader_images_per_second(args: argparse.Namespace) -> float:
     for images, *_ in batches:
         count += len(images)
     return count / (time.perf_counter() - start)
+
+
+def runs_on(mode: Mode, device: torch.device, force: bool) -> bool:
+    """Every mode runs on CUDA; on the CPU fp32 only, or with ``force`` every mode but TF32-off (a CPU has no
+    TF32)."""
+    return device.type == "cuda" or mode == DEFAULT_FP32 or (force and mode != TRUE_FP32)
 
 
 def describe_device(device: torch.device) -> str:
@@ -167,17 +196,23 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cudnn.benchmark = True
     print(f"{args.arch}, batch {args.batch_size} of {args.height}x{args.width}, {args.steps} timed steps "
           f"after {args.warmup} warm-up, on {describe_device(device)}")
-    print(f"{'mode':<22}{'img/s':>10}{'vs fp32':>10}")
-    baseline = None
+    if device.type == "cuda":
+        print("fp32 (default) is PyTorch's default: cuDNN convolutions in TF32 "
+              f"(allow_tf32 {torch.backends.cudnn.allow_tf32}), matrix products in fp32 "
+              f"(allow_tf32 {torch.backends.cuda.matmul.allow_tf32}); 'TF32 off' turns both off")
+    rates = {}
     for mode in MODES:
-        if device.type == "cpu" and mode != MODES[0] and not args.force:
+        if runs_on(mode, device, args.force):
+            rates[mode] = images_per_second(args, device, mode)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    print(f"{'mode':<22}{'img/s':>10}{'vs fp32':>10}{'vs true fp32':>14}")
+    for mode in MODES:
+        if mode not in rates:
             print(f"{mode.name:<22}{'n/a on CPU':>10}")
             continue
-        throughput = images_per_second(args, device, mode)
-        baseline = baseline or throughput
-        print(f"{mode.name:<22}{throughput:>10.1f}{throughput / baseline:>9.2f}x", flush=True)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        ratios = [f"{rates[mode] / rates[base]:.2f}x" if base in rates else "" for base in (DEFAULT_FP32, TRUE_FP32)]
+        print(f"{mode.name:<22}{rates[mode]:>10.1f}{ratios[0]:>10}{ratios[1]:>14}")
     if args.dataset:
         rate = loader_images_per_second(args)
         print(f"{'data pipeline':<22}{rate:>10.1f}  ({args.workers} workers, {args.dataset}, one epoch)")

@@ -38,12 +38,13 @@ from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform
 from reid.utils.errors import UserError
 from reid.utils.experiment import (
+    WEIGHT_KEYS,
     Scalars,
     check_batch,
-    check_model_config,
     model_config,
     open_dataset,
     resolve_checkpoint,
+    resolve_model_options,
     start_run,
 )
 from reid.utils.logging import MetricsLog
@@ -76,17 +77,18 @@ def build_parser(description: str, logs_name: str) -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace, world_size: int = 1) -> dict:
     """Checks that take seconds, before any expensive work. Returns the checkpoint to start from: the
-    interrupted run's (``--resume-from``) or the source model (``--resume``)."""
+    interrupted run's (``--resume-from``, whose model options must all agree) or the source model
+    (``--resume``). Model options not given come from that checkpoint."""
     check_batch(args.batch_size, args.num_instances, world_size)
-    models.check_num_split(args.height, args.num_split)
     if args.resume_from:
         checkpoint = load_checkpoint(resolve_checkpoint(args.resume_from, "--resume-from"))
-        check_model_config(checkpoint, args, args.resume_from)
-        return checkpoint
-    if not args.resume:
+        resolve_model_options(args, checkpoint, args.resume_from)
+    elif args.resume:
+        checkpoint = load_checkpoint(resolve_checkpoint(args.resume))
+        resolve_model_options(args, checkpoint, args.resume, keys=WEIGHT_KEYS)
+    else:
         raise UserError("--resume: give the source model trained by source_train.py (file or logs dir)")
-    checkpoint = load_checkpoint(resolve_checkpoint(args.resume))
-    check_model_config(checkpoint, args, args.resume, keys=("arch", "features"))
+    models.check_num_split(args.height, args.num_split)
     return checkpoint
 
 
@@ -112,11 +114,15 @@ class Grouping:
 def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[Item], runtime: Runtime,
                              args: argparse.Namespace, eps: list[float] | None) -> tuple[Grouping, torch.Tensor]:
     """Spec steps 1-4. Returns the grouping and the target's pooled features (N, S+1, C), which SSG++
-    reuses. Rank 0 clusters and broadcasts, so every DDP rank trains on the same pseudo-labels."""
-    source_pooled = extract_features(model, source, runtime, args.height, args.width, workers=args.workers,
-                                     desc="source features") if args.lambda_value > 0 else None
-    target_pooled = extract_features(model, target, runtime, args.height, args.width, workers=args.workers,
-                                     desc="target features")
+    reuses. The features stay on the model's device, where the distances are computed (only their sparse
+    result goes to the CPU, for DBSCAN). Rank 0 clusters and broadcasts, so every DDP rank trains on the
+    same pseudo-labels."""
+    def features(items: list[Item], desc: str) -> torch.Tensor:
+        return extract_features(model, items, runtime, args.height, args.width, workers=args.workers, desc=desc,
+                                on_device=True, amp=args.amp)
+
+    source_pooled = features(source, "source features") if args.lambda_value > 0 else None
+    target_pooled = features(target, "target features")
     result = [None]
     if runtime.is_main:
         result[0] = _cluster(source_pooled, target_pooled, args, eps)
@@ -190,7 +196,8 @@ class AdaptationRun:
         if resuming:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             _set_rng_state(checkpoint.get("rng"))
-        self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers)
+        self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers,
+                                   amp=args.amp, rerank=args.rerank)
         if "before" not in self.metrics:
             print("before adaptation:")
             self.metrics["before"] = self.evaluator.evaluate(self.target.query, self.target.gallery)

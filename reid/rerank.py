@@ -3,18 +3,21 @@
 Implements the source-aware k-reciprocal distance of SSG (Fu et al., "Self-similarity Grouping: A Simple
 Unsupervised Cross Domain Adaptation Approach for Person Re-identification", ICCV 2019; spec section 4,
 step 2) and the query/gallery k-reciprocal re-ranking of Zhong et al. (CVPR 2017) that SSG++ uses to
-propagate its one-shot labels (spec section 5).
+propagate its one-shot labels (spec section 5) and every ``--rerank`` evaluation reports.
 
 Both give the numbers of the authors' dense code without ever forming an N x N matrix: only the first
-k1 + 1 neighbours of each image are kept (chunked Gram products reduced by ``torch.topk``), the k-reciprocal
-encodings V are sparse rows, and the Jaccard numerator ``sum_k min(V_ik, V_jk)`` is accumulated only over
-the pairs whose encodings share support. Memory grows with N * k1 (the dense output of ``re_ranking``
-aside) and the work is dominated by the two matrix products (target Gram, of which only the upper half is
-computed, and target-source); everything runs in float32 on the device of the input features.
+k1 + 1 neighbours of each image are kept (chunked Gram products reduced by ``torch.topk`` along their rows
+and, for their columns, by merging the few entries that beat a row's current k-th neighbour), the
+k-reciprocal encodings V are sparse rows, and the Jaccard numerator ``sum_k min(V_ik, V_jk)`` is
+accumulated only over the pairs whose encodings share support. Memory grows with N * k1 (the dense outputs,
+N x N of ``re_ranking`` and Q x G of ``re_ranking_query_gallery``, aside) and the work is dominated by the
+matrix products (the upper half of the Gram matrix, and target-source or query-gallery); everything runs in
+float32 on the device of the input features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple, Union
 
 import numpy as np
@@ -82,7 +85,7 @@ def re_ranking(source_features: Features | None, target_features: Features, k1: 
     else:
         shift = torch.zeros(num, device=target.device)
     jaccard_weight = 1 - weight
-    encoding = _encode(target, k1, k2)
+    encoding = _encode(_Union(target), k1, k2)
     indptr, indices, values = _final_rows(encoding.v, shift, jaccard_weight)
     if sparse:
         return scipy.sparse.csr_matrix((values.cpu().numpy(), indices.cpu().numpy(), indptr.cpu().numpy()),
@@ -94,27 +97,36 @@ def re_ranking(source_features: Features | None, target_features: Features, k1: 
 
 
 def re_ranking_query_gallery(query_features: Features, gallery_features: Features, k1: int = 20, k2: int = 6,
-                             lambda_value: float = 0.3) -> np.ndarray:
-    """k-reciprocal re-ranking of a query set against a gallery (Zhong et al. 2017), as SSG++ propagates labels.
+                             lambda_value: float = 0.3, distances: Features | None = None
+                             ) -> np.ndarray | torch.Tensor:
+    """k-reciprocal re-ranking of a query set against a gallery (Zhong et al. 2017): SSG++'s label
+    propagation and the ``--rerank`` evaluation.
 
     The base distance on the union of both sets is ``2 - 2 cos`` (the squared Euclidean distance of unit
     rows), each row divided by its maximum; k-reciprocal sets, encodings and local query expansion are taken
-    over the union, exactly as in :func:`re_ranking`.
+    over the union, exactly as in :func:`re_ranking`. The union is never copied into one matrix and its
+    Gram matrix is computed by halves (query x query and gallery x gallery above the diagonal); the query x
+    gallery block is the one matrix of size Q x G, computed once or given.
 
     Parameters
     ----------
     query_features : ndarray or Tensor of shape (Q, C)
-        L2-normalised features of the images to label (SSG++: the unlabelled set U).
+        L2-normalised features of the queries (SSG++: the unlabelled set U). The work runs on their device.
     gallery_features : ndarray or Tensor of shape (G, C)
-        L2-normalised features of the labelled images (SSG++: the set L).
+        L2-normalised features of the gallery (SSG++: the labelled set L).
     k1, k2 : int
         Size of the k-reciprocal neighbourhood and of the local query expansion (k2 = 1: none).
     lambda_value : float
         Weight of the normalised base distance, in [0, 1].
+    distances : ndarray or Tensor of shape (Q, G), optional
+        Squared Euclidean distances between the query and gallery rows that the caller already holds (an
+        evaluation's distance matrix). They replace the Q x G product and are **overwritten with the result**,
+        block by block, so that no second Q x G matrix is ever allocated. They may live on another device
+        than the features (blocks are moved as needed).
 
     Returns
     -------
-    ndarray of shape (Q, G), float32
+    ndarray of shape (Q, G), float32, or the ``distances`` given
         ``(1 - lambda) * J + lambda * d_norm`` for every query/gallery pair.
 
     Raises
@@ -122,7 +134,7 @@ def re_ranking_query_gallery(query_features: Features, gallery_features: Feature
     UserError
         When k1, k2 or lambda_value is out of range.
     ValueError
-        When the features are not 2-D L2-normalised rows of one width.
+        When the features are not 2-D L2-normalised rows of one width, or ``distances`` has another shape.
     """
     _check_options(k1, k2, lambda_value)
     query = _unit_rows(query_features, "query_features")
@@ -130,18 +142,22 @@ def re_ranking_query_gallery(query_features: Features, gallery_features: Feature
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(f"re_ranking_query_gallery: query width {query.shape[1]} != gallery width "
                          f"{gallery.shape[1]}")
+    given = distances
+    cross = _squared_distances(query, gallery) if given is None else torch.as_tensor(given)
+    if cross.shape != (query.shape[0], gallery.shape[0]):
+        raise ValueError(f"re_ranking_query_gallery: distances of shape {tuple(cross.shape)}, expected "
+                         f"{(query.shape[0], gallery.shape[0])}")
     num_query = query.shape[0]
-    encoding = _encode(torch.cat([query, gallery]), k1, k2)
+    encoding = _encode(_Union(query, gallery, cross), k1, k2)
     gallery_columns = _transpose(encoding.v, first_row=num_query)
     emits = _emit_counts(encoding.v, gallery_columns)[:num_query]
     chunks = _cost_chunks(gallery.shape[0] + _EMIT_COST * emits)
     buffer = _mass_buffer(chunks, gallery.shape[0], query.device)
-    result = torch.empty(num_query, gallery.shape[0], device=query.device)
     for start, stop in chunks:
         jaccard = _jaccard(_shared_mass(encoding.v, gallery_columns, start, stop, buffer))
-        base = (2 - 2 * query[start:stop] @ gallery.T).clamp_(min=0) / encoding.row_max[start:stop, None]
-        result[start:stop] = (1 - lambda_value) * jaccard + lambda_value * base
-    return result.cpu().numpy()
+        base = cross[start:stop].to(query.device, torch.float32) / encoding.row_max[start:stop, None]
+        cross[start:stop] = ((1 - lambda_value) * jaccard + lambda_value * base).to(cross.device, cross.dtype)
+    return cross.cpu().numpy() if given is None else given
 
 
 class _Rows(NamedTuple):
@@ -172,6 +188,59 @@ class _Encoding(NamedTuple):
     row_max: torch.Tensor  # scale of each row of the normalised distance
 
 
+class _Union:
+    """Unit rows ``first`` then ``second``, addressed as one matrix without copying them together.
+
+    ``cross`` holds the squared distances between the rows of ``first`` and ``second`` (the query x gallery
+    block): it is read, never recomputed, wherever the Gram matrix of the union needs that block.
+    """
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor | None = None,
+                 cross: torch.Tensor | None = None):
+        self.first, self.second, self.cross = first, second, cross
+        self.split = first.shape[0]
+        self.num = self.split + (0 if second is None else second.shape[0])
+        self.device = first.device
+
+    def row_chunks(self) -> list[tuple[int, int]]:
+        """Blocks of rows, none straddling the two parts."""
+        chunks = _even_chunks(self.split, self.num)
+        if self.second is not None:
+            chunks += [(start + self.split, stop + self.split)
+                       for start, stop in _even_chunks(self.num - self.split, self.num)]
+        return chunks
+
+    def tiles(self, start: int, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Similarities of rows start..stop with every row from start on, as (first column, tile) pairs."""
+        if start >= self.split:
+            rows = self.second[start - self.split: stop - self.split]
+            yield start, rows @ self.second[start - self.split:].T
+            return
+        yield start, self.first[start:stop] @ self.first[start:].T
+        if self.second is not None:
+            # ||q - g||^2 = 2 - 2 q.g for unit rows
+            yield self.split, self.cross[start:stop].to(self.device, torch.float32, copy=True).mul_(-0.5).add_(1)
+
+    def dots(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``x_image[p] . x_other[p]`` for pairs of union rows.
+
+        Pairs are taken a block at a time and by the parts their two rows lie in, so that each row is gathered
+        once, straight from its part, and the gathered rows stay within one block.
+        """
+        result = torch.empty(image.numel(), device=self.device)
+        parts = (self.first,) if self.second is None else (self.first, self.second)
+        for start, stop in _even_chunks(image.numel(), self.first.shape[1]):
+            pair_image, pair_other = image[start:stop], other[start:stop]
+            image_part, other_part = pair_image >= self.split, pair_other >= self.split
+            for image_in, image_rows in enumerate(parts):
+                for other_in, other_rows in enumerate(parts):
+                    pairs = ((image_part == image_in) & (other_part == other_in)).nonzero().squeeze(1)
+                    result[start + pairs] = torch.linalg.vecdot(
+                        image_rows[pair_image[pairs] - image_in * self.split],
+                        other_rows[pair_other[pairs] - other_in * self.split])
+        return result
+
+
 def _check_options(k1: int, k2: int, lambda_value: float) -> None:
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -188,6 +257,14 @@ def _unit_rows(features: Features, name: str, device: torch.device | None = None
     if norm_error > _UNIT_NORM_TOLERANCE:
         raise ValueError(f"{name}: rows must be L2-normalised (a norm is off by {norm_error:.3g})")
     return tensor
+
+
+def _squared_distances(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """``2 - 2 q.g`` (clamped at 0) between unit rows, (Q, G), in row blocks."""
+    result = torch.empty(query.shape[0], gallery.shape[0], device=query.device)
+    for start, stop in _even_chunks(query.shape[0], gallery.shape[0]):
+        result[start:stop] = (2 - 2 * query[start:stop] @ gallery.T).clamp_(min=0)
+    return result
 
 
 def _rows_per_block(width: int) -> int:
@@ -258,29 +335,32 @@ def _source_spread(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return spread / largest
 
 
-def _nearest_neighbours(features: torch.Tensor, k: int) -> _Neighbours:
+def _nearest_neighbours(union: _Union, k: int) -> _Neighbours:
     """The first k of rank_i and max_j d[i, j] for every row, from the upper half of the Gram matrix.
 
-    Block I of rows is multiplied by rows I onwards only; the product's transpose updates the later rows,
-    so each similarity is computed once and the row maxima come from the same pass. The list is ordered by
-    (distance, index); should equal distances straddle the k-th place, topk decides which stays.
+    Block I of rows is multiplied by rows I onwards only; each tile's transpose updates the later rows, so
+    each similarity is computed (or read, for the given cross block) once and the row maxima come from the
+    same pass. The list is ordered by (distance, index); should equal distances straddle the k-th place,
+    topk decides which stays.
     """
-    num = features.shape[0]
+    num = union.num
     k = min(k, num)
-    best_similarity = torch.full((num, k), -torch.inf, device=features.device)
-    best_index = torch.zeros((num, k), dtype=torch.int64, device=features.device)
-    least_similarity = torch.full((num,), torch.inf, device=features.device)
-    for start, stop in _even_chunks(num, num):
-        similarity = features[start:stop] @ features[start:].T
-        similarity.diagonal().fill_(1.0)  # ||t_i - t_i||^2 is exactly 0
-        top = similarity.topk(min(k, similarity.shape[1]), dim=1)
-        _keep_most_similar(best_similarity, best_index, start, top.values, top.indices + start)
-        least_similarity[start:stop] = torch.minimum(least_similarity[start:stop], similarity.amin(dim=1))
-        if stop < num:
-            later = similarity[:, stop - start:]  # its columns are the later rows: reduce along dim 0
-            top = later.topk(min(k, later.shape[0]), dim=0)
-            _keep_most_similar(best_similarity, best_index, stop, top.values.T, top.indices.T + start)
-            least_similarity[stop:] = torch.minimum(least_similarity[stop:], later.amin(dim=0))
+    best_similarity = torch.full((num, k), -torch.inf, device=union.device)
+    best_index = torch.zeros((num, k), dtype=torch.int64, device=union.device)
+    least_similarity = torch.full((num,), torch.inf, device=union.device)
+    for start, stop in union.row_chunks():
+        for first_col, similarity in union.tiles(start, stop):
+            if first_col == start:
+                similarity.diagonal().fill_(1.0)  # ||t_i - t_i||^2 is exactly 0
+            top = similarity.topk(min(k, similarity.shape[1]), dim=1)
+            _keep_most_similar(best_similarity, best_index, slice(start, stop), top.values, top.indices + first_col)
+            least_similarity[start:stop] = torch.minimum(least_similarity[start:stop], similarity.amin(dim=1))
+            first_later = max(stop, first_col)
+            later = similarity[:, first_later - first_col:]  # its columns are later rows
+            if later.shape[1]:
+                _offer_columns(best_similarity, best_index, first_later, later, start)
+                cols = slice(first_later, first_later + later.shape[1])
+                least_similarity[cols] = torch.minimum(least_similarity[cols], later.amin(dim=0))
     distance = (2 - 2 * best_similarity).clamp_(min=0)
     by_index = torch.argsort(best_index, dim=1, stable=True)  # then a stable sort: ties go to the smaller index
     best_index, distance = best_index.gather(1, by_index), distance.gather(1, by_index)
@@ -290,10 +370,40 @@ def _nearest_neighbours(features: torch.Tensor, k: int) -> _Neighbours:
     return _Neighbours(best_index, distance / row_max[:, None], row_max)
 
 
-def _keep_most_similar(best_similarity: torch.Tensor, best_index: torch.Tensor, first_row: int,
+def _offer_columns(best_similarity: torch.Tensor, best_index: torch.Tensor, first_row: int, tile: torch.Tensor,
+                   first_index: int) -> None:
+    """Offer column c of ``tile`` to the running top k of row ``first_row + c``, entry r as image
+    ``first_index + r``.
+
+    Once a row's list is full only entries above its k-th best can enter, and after the first block of rows
+    those are a few per cent: they alone are gathered (padded per row to the longest) and merged. A top-k
+    along the tile's columns, whose strided reads cost a good part of the product that made the tile, is
+    left to the first block, where the lists are still filling up.
+    """
+    rows_offered = slice(first_row, first_row + tile.shape[1])
+    threshold = best_similarity[rows_offered, -1]
+    if torch.isneginf(threshold).any():
+        top = tile.topk(min(best_similarity.shape[1], tile.shape[0]), dim=0)
+        _keep_most_similar(best_similarity, best_index, rows_offered, top.values.T, top.indices.T + first_index)
+        return
+    entry, column = (tile > threshold).nonzero(as_tuple=True)
+    if column.numel() == 0:
+        return
+    by_column = torch.argsort(column, stable=True)
+    entry, column = entry[by_column], column[by_column]
+    columns, counts = torch.unique_consecutive(column, return_counts=True)
+    owner = torch.repeat_interleave(torch.arange(columns.numel(), device=tile.device), counts)
+    slot = torch.arange(column.numel(), device=tile.device) - (torch.cumsum(counts, 0) - counts)[owner]
+    values = torch.full((columns.numel(), int(counts.max())), -torch.inf, device=tile.device)
+    index = torch.zeros(values.shape, dtype=torch.int64, device=tile.device)
+    values[owner, slot] = tile[entry, column]
+    index[owner, slot] = entry + first_index
+    _keep_most_similar(best_similarity, best_index, columns + first_row, values, index)
+
+
+def _keep_most_similar(best_similarity: torch.Tensor, best_index: torch.Tensor, rows: slice | torch.Tensor,
                        similarity: torch.Tensor, index: torch.Tensor) -> None:
-    """Merge candidate similarities (and their column indices) of rows from first_row into the running top k."""
-    rows = slice(first_row, first_row + similarity.shape[0])
+    """Merge candidate similarities (and their column indices) of ``rows`` into the running top k."""
     candidates = torch.cat([best_similarity[rows], similarity], dim=1)
     candidate_index = torch.cat([best_index[rows], index], dim=1)
     kept = candidates.topk(best_similarity.shape[1], dim=1)
@@ -301,9 +411,9 @@ def _keep_most_similar(best_similarity: torch.Tensor, best_index: torch.Tensor, 
     best_index[rows] = candidate_index.gather(1, kept.indices)
 
 
-def _encode(features: torch.Tensor, k1: int, k2: int) -> _Encoding:
-    neighbours = _nearest_neighbours(features, max(k1 + 1, k2))
-    v = _reciprocal_encoding(features, neighbours, k1)
+def _encode(union: _Union, k1: int, k2: int) -> _Encoding:
+    neighbours = _nearest_neighbours(union, max(k1 + 1, k2))
+    v = _reciprocal_encoding(union, neighbours, k1)
     return _Encoding(_query_expansion(v, neighbours.index, k2), neighbours.row_max)
 
 
@@ -318,9 +428,9 @@ def _reciprocal_mask(index: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
-def _reciprocal_encoding(features: torch.Tensor, neighbours: _Neighbours, k1: int) -> _Rows:
+def _reciprocal_encoding(union: _Union, neighbours: _Neighbours, k1: int) -> _Rows:
     """V: ``exp(-d[i, j])`` over the expanded k-reciprocal set R*(i), normalised to sum 1 per row."""
-    num = features.shape[0]
+    num = union.num
     half = int(np.round(k1 / 2))  # numpy's half-to-even rounding, as the released code
     head, head_ok = neighbours.index[:, : k1 + 1], _reciprocal_mask(neighbours.index, k1)
     half_head, half_ok = neighbours.index[:, : half + 1], _reciprocal_mask(neighbours.index, half)
@@ -330,8 +440,8 @@ def _reciprocal_encoding(features: torch.Tensor, neighbours: _Neighbours, k1: in
         members = _expanded_sets(head[start:stop], head_ok[start:stop], half_head, half_ok, half_size, num)
         rows, position = (members < num).nonzero(as_tuple=True)
         cols = members[rows, position]
-        weight = torch.exp(-_member_distances(features, neighbours, start, rows, cols))
-        row_sum = torch.zeros(stop - start, device=features.device).index_add_(0, rows, weight)
+        weight = torch.exp(-_member_distances(union, neighbours, start, rows, cols))
+        row_sum = torch.zeros(stop - start, device=union.device).index_add_(0, rows, weight)
         pieces.append((rows + start, cols, weight / row_sum[rows]))
     rows, cols, values = (torch.cat(part) for part in zip(*pieces))
     return _rows_from_sorted(rows, cols, values, num, num)
@@ -357,7 +467,7 @@ def _expanded_sets(head: torch.Tensor, head_ok: torch.Tensor, half_head: torch.T
     return members
 
 
-def _member_distances(features: torch.Tensor, neighbours: _Neighbours, start: int, rows: torch.Tensor,
+def _member_distances(union: _Union, neighbours: _Neighbours, start: int, rows: torch.Tensor,
                       cols: torch.Tensor) -> torch.Tensor:
     """Normalised d[i, j] for i = start + rows: from the neighbour lists, else one dot product each."""
     listed, order = neighbours.index[start + rows].sort(dim=1)
@@ -365,7 +475,7 @@ def _member_distances(features: torch.Tensor, neighbours: _Neighbours, start: in
     found = listed.gather(1, position).squeeze(1) == cols
     distance = neighbours.distance[start + rows].gather(1, order.gather(1, position)).squeeze(1)
     image, other = rows[~found] + start, cols[~found]
-    squared = (2 - 2 * (features[image] * features[other]).sum(dim=1)).clamp_(min=0)
+    squared = (2 - 2 * union.dots(image, other)).clamp_(min=0)
     distance[~found] = squared / neighbours.row_max[image]
     return distance
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from reid.loss import TripletLoss
 from reid.utils.distributed import gather_output
 from reid.utils.errors import UserError
-from reid.utils.runtime import Runtime, to_device
+from reid.utils.runtime import Runtime, amp_dtype, to_device
 
 Stats = dict[str, float]
 
@@ -32,7 +32,7 @@ class BaseTrainer:
         self.model = model
         self.runtime = runtime
         self.print_freq = print_freq
-        self.amp_dtype = _amp_dtype(runtime.device) if amp else None
+        self.amp_dtype = amp_dtype(runtime.device) if amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def train(self, epoch: int, batches: Iterable, optimizer: torch.optim.Optimizer) -> Stats:
@@ -72,12 +72,6 @@ class BaseTrainer:
         images, _, labels, *_ = batch
         output = self.model(to_device(images, self.runtime))
         return gather_output(output, labels.to(self.runtime.device, non_blocking=True))
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class SourceTrainer(BaseTrainer):

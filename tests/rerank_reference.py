@@ -105,3 +105,20 @@ def query_gallery_distance(query: np.ndarray, gallery: np.ndarray, k1: int = 20,
     gallery_images = np.arange(num_query, len(union))
     jaccard = jaccard_distance(v, np.arange(num_query), gallery_images)
     return (1 - lambda_value) * jaccard + lambda_value * normalised[:num_query, num_query:]
+
+
+def paper_query_gallery_distance(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
+                                 lambda_value: float = 0.3) -> np.ndarray:
+    """Zhong et al. (CVPR 2017) as the paper writes it: the Jaccard distance of eq. (10) with its sums of
+    minima over sums of maxima, ``d_J = 1 - sum_j min(V_pj, V_gj) / sum_j max(V_pj, V_gj)``, on the encodings
+    of eqs. (4)-(11), and the final distance of eq. (12), ``(1 - lambda) d_J + lambda d``."""
+    union = np.concatenate([query, gallery]).astype(np.float64)
+    v, normalised = encodings(squared_distances(union), k1, k2)
+    num_query = len(query)
+    result = np.empty((num_query, len(gallery)))
+    for i in range(num_query):
+        for j in range(len(gallery)):
+            pair = v[[i, num_query + j]]
+            jaccard = 1 - pair.min(axis=0).sum() / pair.max(axis=0).sum()
+            result[i, j] = (1 - lambda_value) * jaccard + lambda_value * normalised[i, num_query + j]
+    return result

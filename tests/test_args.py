@@ -1,5 +1,6 @@
 """The authors' README command lines parse as typed, and the hyphenated spellings mean the same."""
 from reid.adaptation import build_parser
+from reid.utils.experiment import resolve_model_options
 
 README = ["--src_dataset", "market1501", "--tgt_dataset", "dukemtmc", "--resume", "logs/market1501", "--iteration",
           "30", "--data_dir", "data", "--logs_dir", "logs/m2d", "--gpu-devices", "0,1", "--num-split", "2"]
@@ -20,7 +21,10 @@ def test_spec_defaults():
     args = build_parser("", "selftraining").parse_args(README)
     assert (args.batch_size, args.num_instances, args.lr, args.epochs, args.lambda_value, args.rho, args.k1, args.k2,
             args.min_samples, args.seed, args.margin) == (128, 4, 6e-5, 70, 0.1, 1.6e-3, 20, 6, 4, 1, 0.5)
-    assert (args.arch, args.height, args.width, args.features) == ("resnet50", 256, 128, 2048)
+    # model options not given stay unset until a checkpoint (or, without one, the paper) settles them
+    assert (args.arch, args.height, args.width, args.features) == (None, None, None, None)
+    resolve_model_options(args, None)
+    assert (args.arch, args.height, args.width, args.features, args.num_split) == ("resnet50", 256, 128, 2048, 2)
 
 
 def test_single_word_options_have_one_spelling():

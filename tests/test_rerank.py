@@ -1,5 +1,6 @@
 """Tests of reid.rerank: a hand-computed case, then the chunked sparse machinery against the slow dense
-reference of the spec (tests/rerank_reference.py) on random clustered features."""
+references of the spec and of Zhong et al.'s equations (tests/rerank_reference.py) on random clustered
+features."""
 
 import math
 
@@ -9,13 +10,16 @@ import scipy.sparse
 import torch
 
 import reid.rerank as rerank
+from reid.evaluation_metrics import mean_ap
 from reid.rerank import re_ranking, re_ranking_query_gallery
 from reid.utils.errors import UserError
 from tests.rerank_reference import (
     clustered_features,
+    paper_query_gallery_distance,
     query_gallery_distance,
     source_aware_distance,
     source_spread,
+    squared_distances,
     target_jaccard,
 )
 
@@ -56,6 +60,21 @@ def test_hand_computed_pairs():
     assert pair_jaccard == pytest.approx(0.2212, abs=1e-4)
     np.testing.assert_allclose(distance, expected, atol=1e-6)
     np.testing.assert_allclose(re_ranking(None, target, k1=1, k2=1, lambda_value=0), jaccard, atol=1e-6)
+
+
+def test_hand_computed_query_against_gallery():
+    # Query A against the gallery A', B, B' of square_of_pairs: the encodings are those of the case above, so
+    # J(A, A') = 1 - e^-1/4 and J = 1 to B and B'; A's row maximum is d(A, B) = 4 and d(A, B') = 2 - 2 cos 120 = 3.
+    points = square_of_pairs()
+    query, gallery = points[:1], points[1:]
+    expected = 0.7 * np.array([[1 - math.exp(-0.25), 1, 1]]) + 0.3 * np.array([[1, 4, 3]]) / 4
+
+    distances = np.array([[1, 4, 3]], dtype=np.float32)  # the evaluation's own squared distances
+    re_ranking_query_gallery(query, gallery, k1=1, k2=1, lambda_value=0.3, distances=distances)
+
+    np.testing.assert_allclose(distances, expected, atol=1e-6)
+    np.testing.assert_allclose(re_ranking_query_gallery(query, gallery, k1=1, k2=1), expected, atol=1e-6)
+    assert expected[0, 0] == pytest.approx(0.2298, abs=1e-4)
 
 
 @pytest.mark.parametrize("num, num_source, k1, k2, lambda_value", CASES)
@@ -174,3 +193,59 @@ def test_bad_features_are_refused():
     axes = np.eye(20, 32, dtype=np.float32)  # exact unit rows: the distance to the source is exactly 0
     with pytest.raises(ValueError, match="coincides"):
         re_ranking(axes, axes)
+
+
+# num query, num gallery, block elements (None: the default), k1, k2
+GIVEN_DISTANCES_CASES = [
+    (60, 140, None, 20, 6),
+    (60, 140, 200 * 30, 20, 6),  # 30 rows a block: every list is full after the first block
+    (60, 140, 2000, 20, 6),  # 10 rows a block: lists fill up over several blocks
+    (45, 80, 125 * 12, 7, 3),
+]
+
+
+@pytest.mark.parametrize("num_query, num_gallery, block, k1, k2", GIVEN_DISTANCES_CASES)
+def test_query_gallery_reuses_and_overwrites_given_distances(monkeypatch, num_query, num_gallery, block, k1, k2):
+    """The evaluation passes its own squared distances: they are read instead of recomputed and overwritten
+    with the re-ranked distances, which match the paper's equations."""
+    features = clustered_features(20, num_query + num_gallery, width=24)
+    query, gallery = features[:num_query], features[num_query:]
+    distances = squared_distances(query, gallery).astype(np.float32)
+    if block:
+        monkeypatch.setattr(rerank, "_BLOCK_ELEMENTS", block)
+
+    result = re_ranking_query_gallery(query, gallery, k1=k1, k2=k2, distances=distances)
+
+    assert result is distances
+    expected = paper_query_gallery_distance(query, gallery, k1, k2, 0.3)
+    assert np.abs(distances - expected).max() <= TOLERANCE
+    assert np.abs(re_ranking_query_gallery(query, gallery, k1=k1, k2=k2) - expected).max() <= TOLERANCE
+
+
+def test_paper_and_spec_references_agree():
+    query, gallery = clustered_features(21, 30), clustered_features(22, 50)
+    np.testing.assert_allclose(paper_query_gallery_distance(query, gallery), query_gallery_distance(query, gallery),
+                               atol=1e-12)
+
+
+def test_given_distances_of_another_shape_are_refused():
+    query, gallery = clustered_features(23, 10), clustered_features(24, 20)
+    with pytest.raises(ValueError, match=r"distances of shape \(20, 10\), expected \(10, 20\)"):
+        re_ranking_query_gallery(query, gallery, distances=np.zeros((20, 10), np.float32))
+
+
+def test_re_ranking_raises_map_on_clustered_identities():
+    """What the evaluation's --rerank is for: on images grouped by identity, k-reciprocal neighbours lift
+    the true matches that a plain distance ranks below strangers."""
+    rng = np.random.default_rng(25)
+    centres = rng.standard_normal((40, 32))
+    gallery_ids, query_ids = np.repeat(np.arange(40), 6), np.arange(40)
+    gallery = centres[gallery_ids] + 0.9 * rng.standard_normal((240, 32))
+    query = centres[query_ids] + 0.9 * rng.standard_normal((40, 32))
+    gallery, query = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (gallery, query))
+    plain = squared_distances(query, gallery)
+
+    reranked = re_ranking_query_gallery(query, gallery)
+
+    before, after = mean_ap(plain, query_ids, gallery_ids), mean_ap(reranked, query_ids, gallery_ids)
+    assert after > before + 0.05, (before, after)

@@ -425,8 +425,13 @@ def _camera_scene(rng: np.random.Generator, style: DomainStyle) -> np.ndarray:
     return pixels + (style.clutter * (25 * blotches + 8 * grain))[..., None]
 
 
-class _Renderer:
-    """Draws the crops of one domain: fixed camera scenes and casts, random pose and lighting per image."""
+class Renderer:
+    """Draws the crops of one domain: fixed camera scenes and casts, random pose and lighting per image.
+
+    The scenes and casts are drawn from ``rng`` at construction; every image then draws from ``self.rng``,
+    which may be replaced (two renderers built from equal seeds share the cameras and can draw their images
+    from independent streams, e.g. in parallel processes).
+    """
 
     def __init__(self, rng: np.random.Generator, style: DomainStyle, num_cameras: int) -> None:
         self.rng = rng
@@ -581,7 +586,7 @@ def generate(
     people = make_identities(rng, pids, style)
     train_people, test_people = people[:num_train_ids], people[num_train_ids:]
     passers_by = make_identities(rng, [0] * max(2, num_test_ids // 4), style)
-    renderer = _Renderer(rng, style, num_cameras)
+    renderer = Renderer(rng, style, num_cameras)
     writer = _ImageWriter(root, rng, num_cameras)
     for person in train_people:
         for camera, count in _sightings(rng, num_cameras, images_per_camera):

@@ -9,6 +9,8 @@ import argparse
 import os
 
 from reid import datasets, models
+from reid.utils.data.loaders import default_workers
+from reid.utils.experiment import PAPER_MODEL
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,22 +53,49 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         help="also train on MSMT17's list_val.txt (32,621 images; the authors' code used list_train.txt alone)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
-    add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
-    add(group, "--height", type=int, default=256)
-    add(group, "--width", type=int, default=128)
+    add(group, "--workers", "-j", type=int, default=default_workers(),
+        help="data loading processes (default: the CPU cores available less one, at most 8; here %(default)s)")
+    _add_input_size(group)
 
 
 def add_model_args(parser: argparse.ArgumentParser, bn_group_size: int = 0) -> None:
     group = parser.add_argument_group("model")
-    add(group, "--arch", "-a", type=str, default="resnet50", choices=models.names())
-    add(group, "--features", type=int, default=2048, help="size of the embedding x2")
+    _add_architecture(group)
     add(group, "--dropout", type=float, default=0.1)
-    add(group, "--num-split", type=int, default=2, help="horizontal stripes pooled besides the global pool")
     add(group, "--no-pretrained", action="store_true", help="start from random weights (no ImageNet)")
     add(group, "--pretrained-path", type=str, default=None, help="torchvision ResNet state dict (offline boxes)")
     add(group, "--bn-group-size", type=int, default=bn_group_size, metavar="N",
         help="BatchNorm statistics over consecutive groups of N images of the global batch, on any number of "
              f"GPUs or processes (the paper: 64, 2 GPUs x 64); 0 = one group per batch (default {bn_group_size})")
+
+
+def add_trained_model_args(parser: argparse.ArgumentParser) -> None:
+    """A trained model to use (``reid.extract``, ``reid.export``): its checkpoint and model options."""
+    group = parser.add_argument_group("model")
+    add(group, "--resume", type=str, required=True,
+        help="checkpoint file (this project's or the authors' release), or a logs dir holding one")
+    _add_architecture(group)
+    _add_input_size(group)
+    add(group, "--debug", action="store_true", help="show full tracebacks")
+
+
+# The model options default to None, "not given": the checkpoint's recorded value, else the paper's, applies
+# (reid.utils.experiment.resolve_model_options).
+def _from_checkpoint(key: str) -> str:
+    return f"default: the checkpoint's, else {PAPER_MODEL[key]}"
+
+
+def _add_architecture(group) -> None:
+    add(group, "--arch", "-a", type=str, default=None, choices=models.names(), help=_from_checkpoint("arch"))
+    add(group, "--features", type=int, default=None,
+        help=f"size of the embedding x2 ({_from_checkpoint('features')})")
+    add(group, "--num-split", type=int, default=None,
+        help=f"horizontal stripes pooled besides the global pool ({_from_checkpoint('num_split')})")
+
+
+def _add_input_size(group) -> None:
+    add(group, "--height", type=int, default=None, help=f"input height in pixels ({_from_checkpoint('height')})")
+    add(group, "--width", type=int, default=None, help=f"input width in pixels ({_from_checkpoint('width')})")
 
 
 def add_optim_args(parser: argparse.ArgumentParser, lr: float, epochs: int, margin: float = 0.5) -> None:
@@ -103,6 +132,8 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
     add(group, "--print-freq", type=int, default=10, help="batches between progress lines")
     add(group, "--save-features", type=str, default=None,
         help="HDF5 file for the final query/gallery features, names, pids and cameras")
+    add(group, "--rerank", action="store_true",
+        help="also report mAP and CMC after k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3) in every evaluation")
     add(group, "--visrank", type=int, default=0, metavar="N",
         help="draw the top-10 gallery images of N queries after the final evaluation (logs dir/visrank)")
     add(group, "--tensorboard", action="store_true", help="also log scalars for TensorBoard (needs tensorboard)")

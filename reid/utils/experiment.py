@@ -5,18 +5,20 @@ import argparse
 import os
 import sys
 
-from reid import datasets
+from torch import nn
+
+from reid import datasets, models
 from reid.datasets import ReIDDataset
-from reid.models import check_bn_group_size
 from reid.utils.errors import UserError
 from reid.utils.logging import prepare_logs_dir, start_logging, write_json
 from reid.utils.runtime import Runtime, init_runtime, set_seed
+from reid.utils.serialization import load_checkpoint, load_model_weights
 
 
 def start_run(args: argparse.Namespace) -> Runtime:
     """Set up the run described by ``args``; only rank 0 writes ``log.txt`` and ``args.json``."""
     runtime = init_runtime(args.gpu_devices)
-    check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
+    models.check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
     if runtime.is_main:
         prepare_logs_dir(args.logs_dir)
         start_logging(args.logs_dir)
@@ -75,17 +77,45 @@ def check_batch(batch_size: int, num_instances: int, world_size: int = 1) -> Non
                         + (f" x {world_size} processes" if world_size > 1 else ""))
 
 
+# The model of the paper: what applies when neither the user nor the checkpoint says otherwise.
+PAPER_MODEL = {"arch": "resnet50", "num_split": 2, "features": 2048, "height": 256, "width": 128}
+_OPTION_NAMES = {"arch": "-a/--arch", "num_split": "--num-split", "features": "--features", "height": "--height",
+                 "width": "--width"}
+# What the weights themselves depend on: a checkpoint cannot be loaded with other values.
+WEIGHT_KEYS = ("arch", "features")
+
+
 def model_config(args: argparse.Namespace) -> dict:
-    """What a checkpoint records of the model, to refuse resuming it with other options."""
-    return {"arch": args.arch, "num_split": args.num_split, "features": args.features}
+    """What a checkpoint records of the model: the options its later users take by default."""
+    return {key: getattr(args, key) for key in PAPER_MODEL}
 
 
-def check_model_config(checkpoint: dict, args: argparse.Namespace, source: str,
-                       keys: tuple[str, ...] = ("arch", "num_split", "features")) -> None:
-    """Compare a checkpoint's recorded model options (absent in the authors' files) with this run's."""
-    stored, wanted = checkpoint.get("config") or {}, model_config(args)
-    for key in keys:
-        if key in stored and stored[key] != wanted[key]:
-            option = {"arch": "-a/--arch", "num_split": "--num-split", "features": "--features"}[key]
-            raise UserError(f"{source}: checkpoint was trained with {option} {stored[key]}, this run asks for "
-                            f"{wanted[key]}")
+def resolve_model_options(args: argparse.Namespace, checkpoint: dict | None, source: str = "",
+                          keys: tuple[str, ...] = tuple(PAPER_MODEL)) -> None:
+    """Settle the model options (-a, --num-split, --features, --height, --width) in ``args``.
+
+    An option the user did not give (None) takes the checkpoint's recorded value, else the paper's
+    (:data:`PAPER_MODEL`; the authors' files record none). A given value among ``keys`` that contradicts
+    the checkpoint raises UserError naming ``source``; the others may differ (e.g. adapting a source model
+    with another ``--num-split``).
+    """
+    stored = (checkpoint or {}).get("config") or {}
+    for key, default in PAPER_MODEL.items():
+        given = getattr(args, key)
+        if given is None:
+            setattr(args, key, stored.get(key, default))
+        elif key in keys and key in stored and stored[key] != given:
+            raise UserError(f"{source}: checkpoint was trained with {_OPTION_NAMES[key]} {stored[key]}, this run "
+                            f"asks for {given}")
+
+
+def load_trained_model(args: argparse.Namespace) -> nn.Module:
+    """The model of the ``--resume`` checkpoint (ours or the authors' layout), in eval mode, on the CPU and
+    without classifier; the model options in ``args`` not given are settled from it first."""
+    source = resolve_checkpoint(args.resume)
+    checkpoint = load_checkpoint(source)
+    resolve_model_options(args, checkpoint, args.resume, keys=WEIGHT_KEYS)
+    models.check_num_split(args.height, args.num_split)
+    model = models.create(args.arch, num_split=args.num_split, num_features=args.features, pretrained=False)
+    load_model_weights(model, checkpoint["state_dict"], source, drop_classifier=True)
+    return model.eval()

@@ -98,6 +98,14 @@ def to_device(tensor_or_model, runtime: Runtime):
     return tensor_or_model.to(runtime.device)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` on ``device``: bf16 where the GPU supports it, else fp16; None (no
+    mixed precision) off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 

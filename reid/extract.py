@@ -1,0 +1,141 @@
+"""Features of any images with a trained model.
+
+    python -m reid.extract --resume logs/market2duke --images photos/ --out photos.h5
+
+``--images`` is a folder, searched recursively for .jpg, .jpeg, .png and .bmp files (in sorted order), or a
+text file of image paths, one per line (relative paths are taken from the text file's folder). The model is
+the ``--resume`` checkpoint, this project's or the authors' release; its architecture, input size, stripes and
+embedding width are read from the checkpoint's recorded config unless given (the authors' files record none:
+then the paper's ResNet-50 at 256x128, two stripes, 2048 features).
+
+The HDF5 file has the layout of ``--save-features``: a group ``images`` with ``features`` (N, (S+1) C), the
+evaluation feature (pooled features of the image plus those of its mirror image, concatenated, then
+L2-normalised, exactly as evaluation computes it), ``fnames``, and ``pids`` / ``camids`` (-1: unknown);
+``--per-type`` adds ``features_global``, ``features_upper``, ``features_lower`` (each L2-normalised on its
+own, the features SSG clusters). It runs on the GPU when there is one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from torch.utils.data import DataLoader, Dataset
+
+from reid.adaptation import type_names
+from reid.evaluators import eval_features, extract_features, save_features_h5, type_features
+from reid.utils.args import ArgumentParser, add, add_trained_model_args
+from reid.utils.data.preprocessor import read_image
+from reid.utils.errors import UserError
+from reid.utils.experiment import load_trained_model
+from reid.utils.runtime import init_runtime, run_main, wrap_model
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+ON_ERROR = ("stop", "skip")
+
+
+def list_images(source: str) -> list[str]:
+    """The image paths of a folder (recursive, sorted) or of a text file listing one path per line."""
+    if os.path.isdir(source):
+        paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
+                       if name.lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise UserError(f"--images {source}: no {'/'.join(IMAGE_EXTENSIONS)} file in this folder or below")
+        return paths
+    if not os.path.isfile(source):
+        raise UserError(f"--images {source}: no such folder or list file")
+    try:
+        with open(source, encoding="utf-8") as stream:
+            lines = [line.strip() for line in stream]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--images {source}: cannot read the list of image paths ({exc})") from exc
+    folder = os.path.dirname(source)
+    paths = [os.path.join(folder, line) for line in lines if line]
+    if not paths:
+        raise UserError(f"--images {source}: expected one image path per line, the file lists none")
+    return paths
+
+
+class _ReadCheck(Dataset):
+    """Decodes each image once and returns why it cannot be read ('' when it can)."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> str:
+        try:
+            read_image(self.paths[index])
+        except UserError as exc:
+            return str(exc)
+        return ""
+
+
+def readable_images(paths: list[str], workers: int) -> list[str]:
+    """The paths whose image decodes; every other one is named on one line of stderr."""
+    loader = DataLoader(_ReadCheck(paths), batch_size=64, num_workers=workers, collate_fn=list)
+    problems = [problem for batch in loader for problem in batch]
+    for problem in filter(None, problems):
+        print(f"skipped {problem}", file=sys.stderr)
+    kept = [path for path, problem in zip(paths, problems) if not problem]
+    if not kept:
+        raise UserError(f"--images: none of the {len(paths)} images could be read")
+    return kept
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    paths = list_images(args.images)
+    _check_output(args.out)
+    model = load_trained_model(args)
+    runtime = init_runtime(args.gpu_devices)
+    if args.on_error == "skip":
+        paths = readable_images(paths, args.workers)
+    items = [(path, -1, -1) for path in paths]
+    pooled = extract_features(wrap_model(model, runtime), items, runtime, args.height, args.width,
+                              batch_size=args.batch_size, workers=args.workers, desc="images")
+    features = eval_features(pooled)
+    per_type = {}
+    if args.per_type:
+        per_type = {f"features_{name}": values
+                    for name, values in zip(type_names(args.num_split), type_features(pooled))}
+    attrs = {"checkpoint": args.resume, "arch": args.arch, "height": args.height, "width": args.width,
+             "num_split": args.num_split}
+    if runtime.is_main:
+        save_features_h5(args.out, {"images": (items, features)}, extra={"images": per_type}, attrs=attrs)
+        print(f"{len(items)} images: {features.shape[1]}-d features written to {args.out}")
+
+
+def _check_output(fpath: str) -> None:
+    """Fail before the extraction, not after it, when the output cannot be written."""
+    folder = os.path.dirname(os.path.abspath(fpath))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {fpath}: cannot create its folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK) or os.path.isdir(fpath):
+        raise UserError(f"--out {fpath}: cannot write an HDF5 file there")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__)
+    add_trained_model_args(parser)
+    group = parser.add_argument_group("images")
+    add(group, "--images", type=str, required=True, help="folder (searched recursively) or text file of paths")
+    add(group, "--out", type=str, required=True, help="HDF5 file to write")
+    add(group, "--per-type", action="store_true",
+        help="also write the per-type features (global and each stripe, each L2-normalised)")
+    add(group, "--on-error", type=str, default="stop", choices=ON_ERROR,
+        help="an unreadable image stops the run (default) or is skipped, named on one line (skip decodes every "
+             "image once more beforehand)")
+    add(group, "--batch-size", "-b", type=int, default=128)
+    add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
+    add(group, "--gpu-devices", type=str, default=None,
+        help="comma-separated GPU ids, or 'cpu' (default: every visible GPU)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
