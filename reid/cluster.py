@@ -93,8 +93,30 @@ def _smallest_sparse(distance: scipy.sparse.coo_matrix, rho: float) -> np.ndarra
     upper = distance.data[distance.row < distance.col]
     stored = upper[upper != 0]
     selected = _selected_count(rho, num * (num - 1) // 2 - (upper.size - stored.size))
+    below_omitted = stored[stored < _omitted_floor(distance)]
+    if below_omitted.size >= selected:  # the usual case: no omitted entry is among the smallest
+        return np.partition(below_omitted, selected - 1)[:selected]
     candidates = np.concatenate([stored, _OmittedEntries(distance).smallest(selected)])
     return np.partition(candidates, selected - 1)[:selected]
+
+
+def _shifts(distance: scipy.sparse.coo_matrix) -> tuple[np.ndarray, np.float32]:
+    """``s_i`` and ``1 - lambda`` of the sparse form (see :class:`_OmittedEntries`)."""
+    shift = (distance.diagonal() / 2).astype(np.float32)
+    base = np.float32(1) - shift.max() if shift.size else np.float32(1)
+    if base <= 0:
+        raise ValueError("the sparse form of a lambda_value = 1 distance may omit zeros; use the dense form")
+    return shift, base
+
+
+def _omitted_floor(distance: scipy.sparse.coo_matrix) -> float:
+    """A value no omitted entry lies below: the pair of the two smallest ``s_i`` (float32 sums are monotone).
+    It spares building :class:`_OmittedEntries` (seconds at Market scale) when nothing reaches that far."""
+    shift, base = _shifts(distance)
+    if shift.size < 2:
+        return np.inf
+    first, second = np.partition(shift, 1)[:2]
+    return float(base + (first + second))
 
 
 class _OmittedEntries:
@@ -108,11 +130,7 @@ class _OmittedEntries:
 
     def __init__(self, distance: scipy.sparse.coo_matrix):
         self.num = distance.shape[0]
-        self.shift = (distance.diagonal() / 2).astype(np.float32)
-        self.base = np.float32(1) - self.shift.max()
-        if self.base <= 0:
-            raise ValueError("the sparse form of a lambda_value = 1 distance may omit zeros; "
-                             "use the dense form")
+        self.shift, self.base = _shifts(distance)
         self.order = np.argsort(self.shift, kind="stable")
         self.sorted_shift = self.shift[self.order].astype(np.float64)  # sums of two are exact in float64
         rank = np.empty(self.num, dtype=np.int64)
@@ -199,12 +217,22 @@ def cluster_labels(distance: Distance, eps: float, min_samples: int = 4) -> np.n
     if not eps > 0:
         raise ValueError(f"cluster_labels: eps must be > 0, got {eps!r}")
     if scipy.sparse.issparse(distance):
-        closest_omitted = _OmittedEntries(scipy.sparse.coo_matrix(distance)).smallest(1)
-        if closest_omitted.size and eps >= closest_omitted[0]:
+        distance = scipy.sparse.coo_matrix(distance)
+        closest_omitted = _OmittedEntries(distance).smallest(1) if eps >= _omitted_floor(distance) else []
+        if len(closest_omitted) and eps >= closest_omitted[0]:
             raise UserError(f"DBSCAN eps {eps:.4f} reaches {closest_omitted[0]:.4f}, where images share no "
                             "k-reciprocal neighbour: every pair would be a neighbour; use a smaller --rho")
+        distance = _within(distance, eps)
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=1).fit_predict(distance)
     return labels.astype(np.int64)
+
+
+def _within(distance: scipy.sparse.coo_matrix, eps: float) -> scipy.sparse.csr_matrix:
+    """The stored entries up to ``eps`` and the diagonal: the same DBSCAN neighbourhoods, a fraction of the
+    entries (a sparse form holds hundreds per row, an image has a few neighbours within eps)."""
+    keep = (distance.data <= eps) | (distance.row == distance.col)
+    return scipy.sparse.csr_matrix((distance.data[keep], (distance.row[keep], distance.col[keep])),
+                                   shape=distance.shape)
 
 
 def pseudo_labels(labels_per_type: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
