@@ -150,7 +150,7 @@ VARIANTS = {
     "ssg_step_lr": Variant("SSG, SSG++'s step lr", semitraining.main, _label_iteration("never")),
     "ssgpp_label0": Variant("SSG++, labels at iteration 0", semitraining.main, _label_iteration(0)),
     "ssgpp": Variant("SSG++ (run.sh)", semitraining.main, _semi),
-    "ssgpp_schedule30": Variant("SSG++, |U|//30 per iteration",
+    "ssgpp_schedule30": Variant("SSG++, U // 30 per iteration",
                                 semi_variant(AdaptationRun, iterations=PAPER_ITERATIONS), _semi),
     "labelled_only": Variant("SSG++, no propagation", semi_variant(AdaptationRun, lambda s: Selected(
         s, labelled_only)), _semi),

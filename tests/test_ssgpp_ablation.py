@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from test_run_sh import run_sh
 
-from benchmarks.ssgpp_ablation import VARIANTS, demo_profile, labelled_only, true_labels
+from benchmarks.ssgpp_ablation import VARIANTS, demo_profile, format_table, labelled_only, true_labels
 from reid.propagation import LabelledSelection
 
 
@@ -46,3 +46,14 @@ def test_the_propagation_ceiling_gives_the_selected_images_their_true_identities
     assert ceiling.labels.tolist() == [10, 11, 11, 12, 13]
     assert SELECTION.summary()["propagated_accuracy"] == pytest.approx(100 / 3)
     assert ceiling.summary()["propagated_accuracy"] == 100
+
+
+def test_the_table_has_one_row_per_variant_with_as_many_cells_as_its_header():
+    record = {"mAP": 40.0, "top1": 50.0, "propagated": 10, "propagated_accuracy": 90.0}
+    runs = {1: {"before": {"mAP": 30.0, "top1": 40.0}, "iterations": [record, record]}}
+    table = format_table({name: runs for name in VARIANTS}).splitlines()
+    header, rows = table[0], table[2:2 + len(VARIANTS)]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {v.description}" for v in VARIANTS.values()]
+    assert all(row.count("|") == header.count("|") for row in rows)
+    assert rows[0].endswith("| 40.0 40.0 | 50.0 50.0 | 40.0 | 40.0 | 10 (90%) 10 (90%) |")
+    assert table[-1] == "before adaptation: mAP 30.0, top-1 40.0"
