@@ -67,7 +67,12 @@ def test_tiny_scale_runs_on_the_cpu_and_projects_a_whole_run(tmp_path, capsys):
     iteration = (seconds["source features"] + seconds["target features"] + projected["grouping_s"] + epochs
                  + seconds["evaluation"] + seconds["checkpoint"])
     assert projected["iteration_s"] == pytest.approx(iteration)
-    assert projected["run_30_min"] == pytest.approx((seconds["evaluation"] + 30 * iteration) / 60)
+    types = [entry["type"] for entry in record["grouping"]]
+    grouping = [seconds[f"{phase} {name}"] for name in types for phase in ("re_ranking", "DBSCAN")]
+    assert projected["grouping_s"] == pytest.approx(sum(grouping))
+    eps = sum(seconds[f"eps {name}"] for name in types)  # frozen after the first iteration: once per run
+    assert projected["eps_s"] == pytest.approx(eps)
+    assert projected["run_30_min"] == pytest.approx((seconds["evaluation"] + eps + 30 * iteration) / 60)
     printed = capsys.readouterr().out
     assert "a 30-iteration run, projected" in printed and "not measured on the CPU" in printed
 
