@@ -32,7 +32,8 @@ def run_two_processes(script, options, data_dir, source, logs):
                "--epochs", "1", "-b", "8", "--num-instances", "4", "--rho", "0.05", "-a", "resnet18", "--height",
                "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu",
                "--bn-group-size", "8", *options]  # a BatchNorm group spans both ranks of 4 images
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Unbuffered: each rank's line reaches the shared pipe in one write, never split by the other rank's output.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
