@@ -218,10 +218,11 @@ def cluster_labels(distance: Distance, eps: float, min_samples: int = 4) -> np.n
         raise ValueError(f"cluster_labels: eps must be > 0, got {eps!r}")
     if scipy.sparse.issparse(distance):
         distance = scipy.sparse.coo_matrix(distance)
-        closest_omitted = _OmittedEntries(distance).smallest(1) if eps >= _omitted_floor(distance) else []
-        if len(closest_omitted) and eps >= closest_omitted[0]:
-            raise UserError(f"DBSCAN eps {eps:.4f} reaches {closest_omitted[0]:.4f}, where images share no "
-                            "k-reciprocal neighbour: every pair would be a neighbour; use a smaller --rho")
+        if eps >= _omitted_floor(distance):  # only then can eps reach an entry the sparse form omits
+            closest_omitted = _OmittedEntries(distance).smallest(1)
+            if closest_omitted.size and eps >= closest_omitted[0]:
+                raise UserError(f"DBSCAN eps {eps:.4f} reaches {closest_omitted[0]:.4f}, where images share no "
+                                "k-reciprocal neighbour: every pair would be a neighbour; use a smaller --rho")
         distance = _within(distance, eps)
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=1).fit_predict(distance)
     return labels.astype(np.int64)
