@@ -20,12 +20,17 @@ from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime, amp_dtype, to_device
 
 Stats = dict[str, float]
+BatchStats = dict[str, torch.Tensor]
 
 
 class BaseTrainer:
     """Runs one epoch: forward, loss, backward, step; mixed precision on CUDA when ``amp``.
 
-    Subclasses implement :meth:`loss` for one batch and return ``(loss, stats)``.
+    Subclasses implement :meth:`loss` for one batch and return ``(loss, stats)``, the stats as detached
+    0-d tensors. They stay on the device and are read every ``print_freq`` batches and at the end of the
+    epoch: reading a value waits for the GPU, and a wait at every batch leaves it idle while the next
+    batch's kernels are launched. A non-finite loss is therefore caught at the next read, up to
+    ``print_freq - 1`` steps late; the run stops there and the checkpoints on disk are untouched.
     """
 
     def __init__(self, model: nn.Module, runtime: Runtime, amp: bool = False, print_freq: int = 10):
@@ -38,6 +43,7 @@ class BaseTrainer:
     def train(self, epoch: int, batches: Iterable, optimizer: torch.optim.Optimizer) -> Stats:
         self.model.train()
         totals: Stats = {}
+        unread: list[torch.Tensor] = []  # one row per batch since the last read: the loss, then the stats
         num_batches = len(batches) if isinstance(batches, Sized) else 0
         start = time.time()
         progress = tqdm(batches, total=num_batches or None, desc=f"epoch {epoch}", leave=False,
@@ -46,24 +52,26 @@ class BaseTrainer:
         for index, batch in enumerate(progress, 1):
             with torch.autocast(self.runtime.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, stats = self.loss(batch)
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at epoch {epoch} batch {index}; stopped, the last "
-                                "checkpoint is kept (try a lower --lr)")
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
-            for name, value in {"loss": loss.item(), **stats}.items():
-                totals[name] = totals.get(name, 0.0) + value
+            unread.append(torch.stack([loss.detach(), *stats.values()]).float())
+            if index % self.print_freq and index != num_batches:
+                continue
+            _add_rows(totals, ["loss", *stats], unread, epoch, index)
+            unread = []
             averages = "  ".join(f"{k} {v / index:.3f}" for k, v in totals.items())
             progress.set_postfix_str(averages, refresh=False)
             # Without a terminal (logs, CI) the bar is off: print a line now and then instead.
-            if self.runtime.is_main and (index == num_batches or progress.disable and index % self.print_freq == 0):
+            if self.runtime.is_main and (index == num_batches or progress.disable):
                 print(f"epoch {epoch} [{index}/{num_batches}]  {averages}  {time.time() - start:.1f}s")
+        if unread:
+            _add_rows(totals, ["loss", *stats], unread, epoch, index)
         count = max(1, num_batches or index)
         return {name: value / count for name, value in totals.items()}
 
-    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+    def loss(self, batch) -> tuple[torch.Tensor, BatchStats]:
         raise NotImplementedError
 
     def _forward(self, batch):
@@ -82,13 +90,13 @@ class SourceTrainer(BaseTrainer):
         self.triplet = TripletLoss(margin, mining="batch_hard")
         self.cross_entropy = nn.CrossEntropyLoss()
 
-    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+    def loss(self, batch) -> tuple[torch.Tensor, BatchStats]:
         output, pids = self._forward(batch)
         triplet, precision = self.triplet(output.pooled[:, 0].float(), pids)
         cross_entropy = self.cross_entropy(output.logits.float(), pids)
         accuracy = (output.logits.argmax(1) == pids).float().mean()
-        return triplet + cross_entropy, {"triplet": triplet.item(), "ce": cross_entropy.item(),
-                                         "prec": precision.item(), "acc": accuracy.item()}
+        return triplet + cross_entropy, {"triplet": triplet.detach(), "ce": cross_entropy.detach(),
+                                         "prec": precision, "acc": accuracy}
 
 
 def part_triplet_terms(triplet: TripletLoss, output, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,10 +119,10 @@ class SSGTrainer(BaseTrainer):
         super().__init__(model, runtime, **kwargs)
         self.triplet = TripletLoss(margin, mining="block", num_instances=num_instances)
 
-    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+    def loss(self, batch) -> tuple[torch.Tensor, BatchStats]:
         output, labels = self._forward(batch)
         loss, precision = part_triplet_terms(self.triplet, output, labels)
-        return loss, {"prec": precision.item()}
+        return loss, {"prec": precision}
 
 
 class SemiTrainer(SSGTrainer):
@@ -123,12 +131,25 @@ class SemiTrainer(SSGTrainer):
     :meth:`train` takes :class:`JointBatches` of the two loaders.
     """
 
-    def loss(self, batch) -> tuple[torch.Tensor, Stats]:
+    def loss(self, batch) -> tuple[torch.Tensor, BatchStats]:
         cluster_batch, labelled_batch = batch
         cluster_loss, stats = super().loss(cluster_batch)
         output, labels = self._forward(labelled_batch)
         labelled_loss, precision = part_triplet_terms(self.triplet, output, labels)
-        return cluster_loss + labelled_loss, {"prec": stats["prec"], "labelled_prec": precision.item()}
+        return cluster_loss + labelled_loss, {"prec": stats["prec"], "labelled_prec": precision}
+
+
+def _add_rows(totals: Stats, names: list[str], rows: list[torch.Tensor], epoch: int, last_index: int) -> None:
+    """Read the rows of the batches up to ``last_index`` (one wait for the device) into ``totals``; stop at
+    the first batch whose loss is not finite."""
+    values = torch.stack(rows).cpu()
+    bad = torch.nonzero(~torch.isfinite(values[:, 0])).flatten().tolist()
+    if bad:
+        batch = last_index - len(rows) + 1 + bad[0]
+        raise UserError(f"the loss became {values[bad[0], 0].item()} at epoch {epoch} batch {batch}; stopped, the "
+                        "last checkpoint is kept (try a lower --lr)")
+    for name, total in zip(names, values.double().sum(0).tolist()):
+        totals[name] = totals.get(name, 0.0) + total
 
 
 class JointBatches(Sized):

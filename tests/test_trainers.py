@@ -1,11 +1,14 @@
 """The SSG loss of spec step 6 on a hand-built batch, and the joint batches of SSG++."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from reid import trainers
 from reid.loss import TripletLoss
 from reid.models import ReIDOutput
-from reid.trainers import JointBatches, part_triplet_terms
+from reid.trainers import JointBatches, SSGTrainer, part_triplet_terms
 from reid.utils.errors import UserError
+from reid.utils.runtime import Runtime
 
 
 def test_ssg_loss_sums_the_four_terms_with_each_types_own_labels():
@@ -18,6 +21,63 @@ def test_ssg_loss_sums_the_four_terms_with_each_types_own_labels():
     # T(global pool, g): every distance is 0, so each pair costs the margin.
     assert loss.item() == pytest.approx(0.5, abs=1e-5)
     assert precision.item() == pytest.approx(0.5)  # (1 + 0 + 0 + 1) / 4
+
+
+class HostWaits(TorchDispatchMode):
+    """Records the operators that make the host wait for a GPU: reading a value (``.item()``, ``bool()``) and
+    selecting by a boolean mask, whose result size depends on the data."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits = []
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        waits = func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+                         torch.ops.aten.masked_select.default)
+        if func is torch.ops.aten.index.Tensor:
+            waits = any(index is not None and index.dtype == torch.bool for index in args[1])
+        if waits and not self.paused:
+            self.waits.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+class TwoFeatureModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 4)
+
+    def forward(self, images):
+        features = self.linear(images)
+        return ReIDOutput(pooled=torch.stack([features[:, :2], features[:, 2:]], dim=1), embedding=features,
+                          logits=None)
+
+
+def test_an_ssg_epoch_reads_the_device_only_every_print_freq_batches(monkeypatch):
+    torch.manual_seed(0)
+    model = TwoFeatureModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    labels = torch.tensor([[0, 0], [0, 0], [1, 2], [1, 2], [2, 1], [2, 1], [3, 3], [3, 3]])
+    batches = [(torch.randn(8, 6), None, labels) for _ in range(6)]
+    trainer = SSGTrainer(model, Runtime(torch.device("cpu")), num_instances=2, print_freq=3)
+    mode = HostWaits()
+    reads = []
+
+    def add_rows(*args):  # the trainer's reads of the unread stats: one wait each, counted here
+        reads.append(len(args[2]))
+        mode.paused = True
+        try:
+            trainer_add_rows(*args)
+        finally:
+            mode.paused = False
+
+    trainer_add_rows = trainers._add_rows
+    monkeypatch.setattr(trainers, "_add_rows", add_rows)
+    with mode:
+        stats = trainer.train(0, batches, optimizer)
+    assert mode.waits == []
+    assert reads == [3, 3]
+    assert stats["loss"] > 0 and 0 <= stats["prec"] <= 1
 
 
 def test_joint_batches_restart_the_labelled_loader():

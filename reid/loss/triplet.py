@@ -80,13 +80,15 @@ class TripletLoss(nn.Module):
         distances = euclidean_distances(features)
         same_label = labels.unsqueeze(0) == labels.unsqueeze(1)
         if self.mining == "batch_hard":
-            positive_distances, negative_distances = _mine_batch_hard(distances, same_label)
+            positive_distances, negative_distances, valid = _mine_batch_hard(distances, same_label)
         else:
-            positive_distances, negative_distances = _mine_blocks(distances, same_label, self.num_instances)
-        if positive_distances.numel() == 0:
-            return features.sum() * 0, features.new_zeros(())
-        loss = F.relu(positive_distances - negative_distances + self.margin).mean()
-        precision = (negative_distances > positive_distances).float().mean().detach()
+            positive_distances, negative_distances, valid = _mine_blocks(distances, same_label, self.num_instances)
+        # Means over the valid triplets by masking, not by selecting them: a selection's size is only known
+        # once the GPU has computed the mask, and waiting for it would stall every training step.
+        count = valid.sum().clamp(min=1)
+        hinges = F.relu(positive_distances - negative_distances + self.margin)
+        loss = torch.where(valid, hinges, 0.0).sum() / count
+        precision = ((negative_distances > positive_distances) & valid).sum().float().div(count).detach()
         return loss, precision
 
 
@@ -95,18 +97,18 @@ def _nearest_negatives(distances: Tensor, same_label: Tensor) -> tuple[Tensor, T
     return distances.masked_fill(same_label, float("inf")).min(dim=1).values, (~same_label).any(dim=1)
 
 
-def _mine_batch_hard(distances: Tensor, same_label: Tensor) -> tuple[Tensor, Tensor]:
-    """(d_ap, d_an) of every anchor that has another positive and a negative in the batch."""
+def _mine_batch_hard(distances: Tensor, same_label: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(d_ap, d_an) of every anchor, and whether the anchor has another positive and a negative in the batch."""
     itself = torch.eye(len(distances), dtype=torch.bool, device=distances.device)
     positives = same_label & ~itself
     farthest_positive = distances.masked_fill(~positives, float("-inf")).max(dim=1).values
     nearest_negative, has_negative = _nearest_negatives(distances, same_label)
-    valid = positives.any(dim=1) & has_negative
-    return farthest_positive[valid], nearest_negative[valid]
+    return farthest_positive, nearest_negative, positives.any(dim=1) & has_negative
 
 
-def _mine_blocks(distances: Tensor, same_label: Tensor, num_instances: int) -> tuple[Tensor, Tensor]:
-    """(d_ap, d_an) of every ordered pair j < k inside a block whose anchor j has a negative in the batch."""
+def _mine_blocks(distances: Tensor, same_label: Tensor, num_instances: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(d_ap, d_an) of every ordered pair j < k inside a block, and whether its anchor j has a negative in the
+    batch."""
     batch_size = len(distances)
     if batch_size % num_instances != 0:
         raise ValueError(f"batch size {batch_size} is not a multiple of num_instances {num_instances}")
@@ -115,5 +117,4 @@ def _mine_blocks(distances: Tensor, same_label: Tensor, num_instances: int) -> t
     anchors = (block_starts + first).reshape(-1)
     positives = (block_starts + second).reshape(-1)
     nearest_negative, has_negative = _nearest_negatives(distances, same_label)
-    valid = has_negative[anchors]
-    return distances[anchors, positives][valid], nearest_negative[anchors][valid]
+    return distances[anchors, positives], nearest_negative[anchors], has_negative[anchors]
