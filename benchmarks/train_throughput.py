@@ -12,7 +12,8 @@ not exist there). cuDNN autotuning is on for every mode.
 
 With ``--dataset NAME`` it also times the data pipeline alone (JPEG decoding, the SSG train transform,
 collation) through the project's identity loader with ``--workers`` processes, so the two rates show whether
-decoding bounds training.
+decoding bounds training; and the workers' half of it on a GPU, where they stop at the resized, flipped uint8
+images and the GPU converts, normalises and erases them (``TrainTransform.on_host``).
 
 Run from the repository root: ``python -m benchmarks.train_throughput [--arch resnet50] [--batch-size 128]``.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -133,16 +134,16 @@ def images_per_second(args: argparse.Namespace, device: torch.device, mode: Mode
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
-def loader_images_per_second(args: argparse.Namespace) -> float:
-    """Images per second that the identity loader delivers (decode + transform + collate), no model."""
+def loader_images_per_second(args: argparse.Namespace, transform: Callable) -> float:
+    """Images per second that the identity loader delivers (decode + ``transform`` + collate), no model."""
     dataset = datasets.create(args.dataset, f"{args.data_dir}/{args.dataset}", verbose=False)
-    loader = identity_loader(dataset.trainval, train_transform(args.height, args.width, random_crop=False),
-                             Runtime(torch.device("cpu")), args.batch_size, NUM_INSTANCES, args.workers, seed=0)
+    loader = identity_loader(dataset.trainval, transform, Runtime(torch.device("cpu")), args.batch_size,
+                             NUM_INSTANCES, args.workers, seed=0)
     batches = iter(loader)
     next(batches)  # worker start-up is not throughput
     count, start = 0, time.perf_counter()
-    for images, *_ in batches:
-        count += len(images)
+    for _, _, labels, *_ in batches:
+        count += len(labels)
     return count / (time.perf_counter() - start)
 
 
@@ -214,8 +215,12 @@ def main(argv: list[str] | None = None) -> None:
         ratios = [f"{rates[mode] / rates[base]:.2f}x" if base in rates else "" for base in (DEFAULT_FP32, TRUE_FP32)]
         print(f"{mode.name:<22}{rates[mode]:>10.1f}{ratios[0]:>10}{ratios[1]:>14}")
     if args.dataset:
-        rate = loader_images_per_second(args)
-        print(f"{'data pipeline':<22}{rate:>10.1f}  ({args.workers} workers, {args.dataset}, one epoch)")
+        transform = train_transform(args.height, args.width, random_crop=False)
+        whole = loader_images_per_second(args, transform)
+        print(f"{'data pipeline':<22}{whole:>10.1f}  ({args.workers} workers, {args.dataset}, one epoch)")
+        half = loader_images_per_second(args, transform.on_host)
+        print(f"{'workers, GPU finishing':<22}{half:>10.1f}  {half / whole:.2f}x: uint8 images, normalised and "
+              "erased on the GPU")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from reid.utils.data import loaders
 from reid.utils.data.loaders import EndlessSampler, EpochStream, identity_loader, prefetch_to_device
+from reid.utils.data.preprocessor import Preprocessor
 from reid.utils.data.sampler import RandomIdentitySampler
+from reid.utils.data.transforms import train_transform
 from reid.utils.runtime import Runtime
 
 LABELS = np.repeat(np.arange(9), 3)  # 9 identities of 3 images: 4 batches of 2 identities x 2 images
@@ -72,12 +75,37 @@ def test_on_the_cpu_batches_are_handed_over_one_at_a_time_untouched():
     assert [batch[0][0, 0, 0, 0].item() for batch in batches] == [1.0, 2.0]
 
 
+def test_batches_finished_on_the_device_equal_the_whole_transforms(tmp_path):
+    rng = np.random.default_rng(0)
+    items = []
+    for index, label in enumerate(LABELS):
+        fname = str(tmp_path / f"{index}.jpg")
+        Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(fname)
+        items.append((fname, int(label), 0))
+    transform = train_transform(64, 32)
+
+    def batches(dataset):
+        torch.manual_seed(7)  # no workers: the main process draws the augmentations
+        return list(DataLoader(dataset, batch_size=4, sampler=sampler(), drop_last=True))
+
+    whole = batches(Preprocessor(items, transform))
+    finished = list(prefetch_to_device(batches(Preprocessor(items, transform.on_host)), CPU, transform.on_device))
+    assert len(finished) == 4
+    for expected, batch in zip(whole, finished):
+        assert batch[0].dtype == torch.float32 and torch.equal(batch[0], expected[0])
+        assert batch[1] == expected[1] and torch.equal(batch[2], expected[2])
+
+
 def test_identity_loader_streams_on_cuda_with_workers_and_restarts_elsewhere():
     items = [(f"{i}.jpg", int(label), 0) for i, label in enumerate(LABELS)]
     cuda = Runtime(torch.device("cuda", 0))  # only built here, never iterated
     streamed = identity_loader(items, lambda image: image, cuda, 4, 2, workers=2, seed=0)
     assert isinstance(streamed, EpochStream) and len(streamed) == 4
     assert isinstance(streamed.loader.sampler, EndlessSampler) and streamed.loader.pin_memory
+    assert streamed.finish is None  # a transform that cannot be split runs whole in the workers
+    transform = train_transform(64, 32)
+    split = identity_loader(items, transform, cuda, 4, 2, workers=2, seed=0)
+    assert split.loader.dataset.transform == transform.on_host and split.finish == transform.on_device
     for runtime, workers in ((cuda, 0), (CPU, 2)):
         plain = identity_loader(items, lambda image: image, runtime, 4, 2, workers=workers, seed=0)
         assert isinstance(plain, DataLoader) and len(plain) == 4

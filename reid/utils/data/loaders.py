@@ -4,7 +4,8 @@ SSG's epochs are short (one pass over the clusters: about 20 batches of 128 at M
 per iteration), so a loader that restarts or drains its queue at every epoch boundary leaves the GPU waiting
 for the first batches of every epoch. On CUDA :func:`identity_loader` therefore returns an
 :class:`EpochStream`: one loader iterated without end, its workers prefetching across epoch boundaries, and
-each batch copied to the GPU on a side stream while the previous one is computed on.
+each batch copied to the GPU on a side stream while the previous one is computed on. The workers stop at the
+resized, flipped uint8 images; the GPU converts, normalises and erases them (:class:`TrainTransform`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.sampler import RandomIdentitySampler
+from reid.utils.data.transforms import TrainTransform
 from reid.utils.runtime import Runtime, to_device
 
 # Beyond this many loader processes a 16-core GPU box gains nothing: 8 workers decode and augment several
@@ -47,19 +49,22 @@ def identity_loader(items: Sequence[Item], transform: Callable, runtime: Runtime
     cluster). Under DDP each rank loads ``batch_size / world_size`` images of the same global batch.
 
     On CUDA with worker processes the result is an :class:`EpochStream` (the same batches, in the same
-    order, with no pause at epoch boundaries); elsewhere a plain DataLoader, restarted at every epoch, whose
-    augmentations draw the same random numbers as they always have.
+    order, with no pause at epoch boundaries, a :class:`TrainTransform` finished on the GPU); elsewhere a
+    plain DataLoader, restarted at every epoch, whose augmentations draw the same random numbers as they
+    always have.
     """
     identity = np.array([pid for _, pid, _ in items]) if labels is None else np.asarray(labels).reshape(
         len(items), -1)[:, 0]
     sampler = RandomIdentitySampler(identity, num_instances, batch_size, seed=seed,
                                     num_replicas=runtime.world_size, rank=runtime.rank)
     streaming = runtime.device.type == "cuda" and workers > 0
-    loader = DataLoader(Preprocessor(items, transform, labels), batch_size=batch_size // runtime.world_size,
+    finish = transform.on_device if streaming and isinstance(transform, TrainTransform) else None
+    loader = DataLoader(Preprocessor(items, transform.on_host if finish else transform, labels),
+                        batch_size=batch_size // runtime.world_size,
                         sampler=EndlessSampler(sampler) if streaming else sampler, num_workers=workers,
                         pin_memory=runtime.device.type == "cuda", drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
-    return EpochStream(loader, sampler.num_batches, runtime) if streaming else loader
+    return EpochStream(loader, sampler.num_batches, runtime, finish) if streaming else loader
 
 
 class EndlessSampler(Sampler[int]):
@@ -80,13 +85,16 @@ class EpochStream(Sized):
 
     Each ``iter()`` yields the next epoch. The loader's workers and their prefetch queue live as long as the
     stream, so the first batches of an epoch are decoded while the last ones of the previous epoch are
-    trained on; the batches are moved to the device ahead of use (:func:`prefetch_to_device`).
+    trained on; the batches are moved to the device ahead of use, their images finished there by ``finish``
+    when given (:func:`prefetch_to_device`).
     """
 
-    def __init__(self, loader: DataLoader, batches_per_epoch: int, runtime: Runtime):
+    def __init__(self, loader: DataLoader, batches_per_epoch: int, runtime: Runtime,
+                 finish: Callable[..., torch.Tensor] | None = None):
         self.loader = loader
         self.batches_per_epoch = batches_per_epoch
         self.runtime = runtime
+        self.finish = finish
         self._batches: Iterator | None = None
 
     def __len__(self) -> int:
@@ -96,19 +104,22 @@ class EpochStream(Sized):
         if self.batches_per_epoch == 0:
             return iter(())
         if self._batches is None:
-            self._batches = prefetch_to_device(self.loader, self.runtime)
+            self._batches = prefetch_to_device(self.loader, self.runtime, self.finish)
         return itertools.islice(self._batches, self.batches_per_epoch)
 
 
-def prefetch_to_device(batches: Iterable, runtime: Runtime) -> Iterator:
+def prefetch_to_device(batches: Iterable, runtime: Runtime,
+                       finish: Callable[..., torch.Tensor] | None = None) -> Iterator:
     """The batches with their tensors on the runtime's device (images channels_last on CUDA).
 
-    On CUDA, batch k + 1 is copied from pinned memory on a side stream while batch k is computed on, so the
-    copy (50 MB for 128 images of 256x128 in float32) overlaps the model instead of preceding it. Elsewhere
-    the batches pass through untouched and in step with their consumer.
+    With ``finish``, a batch's images arrive as the parts of :meth:`TrainTransform.on_host` (uint8 images,
+    erasing boxes) and leave as ``finish(*parts)`` computed on the device. On CUDA, batch k + 1 is copied
+    from pinned memory and finished on a side stream while batch k is computed on, so the copy (12.5 MB for
+    128 uint8 images of 256x128) overlaps the model instead of preceding it. Elsewhere the batches are handed
+    over in step with their consumer, untouched unless there is a ``finish``.
     """
     if runtime.device.type != "cuda":
-        yield from batches
+        yield from batches if finish is None else (_batch_to_device(batch, runtime, finish) for batch in batches)
         return
     copy_stream = torch.cuda.Stream(runtime.device)
     upcoming = iter(batches)
@@ -118,7 +129,7 @@ def prefetch_to_device(batches: Iterable, runtime: Runtime) -> Iterator:
         if batch is None:
             return None
         with torch.cuda.stream(copy_stream):
-            return [_tensor_to_device(part, runtime) for part in batch]
+            return _batch_to_device(batch, runtime, finish)
 
     ahead = copy_next()
     while ahead is not None:
@@ -130,6 +141,13 @@ def prefetch_to_device(batches: Iterable, runtime: Runtime) -> Iterator:
                 part.record_stream(compute_stream)  # its memory is not reused before the model is done with it
         ahead = copy_next()
         yield batch
+
+
+def _batch_to_device(batch: Sequence, runtime: Runtime, finish: Callable[..., torch.Tensor] | None) -> list:
+    images, *rest = batch
+    if finish is not None:
+        images = finish(*(part.to(runtime.device, non_blocking=True) for part in images))
+    return [_tensor_to_device(part, runtime) for part in (images, *rest)]
 
 
 def _tensor_to_device(part, runtime: Runtime):

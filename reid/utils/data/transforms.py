@@ -1,6 +1,11 @@
 """Image transforms of the spec: source training, SSG training and test pipelines."""
 from __future__ import annotations
 
+import functools
+
+import torch
+from PIL import Image
+from torch import Tensor
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -13,21 +18,67 @@ def _normalise() -> list:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def _erasing() -> T.RandomErasing:
-    return T.RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.3, 1 / 0.3), value=ERASING_FILL)
-
-
-def train_transform(height: int, width: int, random_crop: bool = True) -> T.Compose:
+class TrainTransform:
     """Resize, optional random sized crop (area 0.64-1, height/width 2-3), flip, normalise, random erasing.
 
-    Source training and the SSG++ labelled loader crop; SSG's cluster loader does not (``random_crop=False``).
+    Called on a PIL image it runs the whole pipeline. A GPU can take the second half over: :meth:`on_host`
+    stops at the flipped uint8 image and the erasing box it draws, :meth:`on_device` converts, normalises
+    and erases a batch of them. The two halves draw the same random numbers, in the same order, as the whole
+    and give the same values bit for bit; a data worker then does half the work and hands over a quarter of
+    the bytes.
     """
-    steps = [T.Resize((height, width))]
-    if random_crop:
-        # torchvision's ratio is width/height: a height/width aspect of 2-3 is a ratio of 1/3-1/2.
-        steps.append(T.RandomResizedCrop((height, width), scale=(0.64, 1.0), ratio=(1 / 3, 1 / 2)))
-    steps.append(T.RandomHorizontalFlip())
-    return T.Compose(steps + _normalise() + [_erasing()])
+
+    def __init__(self, height: int, width: int, random_crop: bool = True):
+        steps = [T.Resize((height, width))]
+        if random_crop:
+            # torchvision's ratio is width/height: a height/width aspect of 2-3 is a ratio of 1/3-1/2.
+            steps.append(T.RandomResizedCrop((height, width), scale=(0.64, 1.0), ratio=(1 / 3, 1 / 2)))
+        steps.append(T.RandomHorizontalFlip())
+        self.geometry = T.Compose(steps)
+        self.normalise = T.Compose(_normalise())
+        self.erasing = T.RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.3, 1 / 0.3), value=ERASING_FILL)
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return self.erasing(self.normalise(self.geometry(image)))
+
+    def on_host(self, image: Image.Image) -> tuple[Tensor, Tensor]:
+        """The (3, H, W) uint8 image after resizing, cropping and flipping, and the box that random erasing
+        fills, ``(top, left, height, width)``, of zero size when the image is not erased."""
+        image = T.functional.pil_to_tensor(self.geometry(image))
+        box = torch.zeros(4, dtype=torch.long)
+        if torch.rand(1) < self.erasing.p:  # RandomErasing.forward's draws, in its order
+            top, left, height, width, _ = self.erasing.get_params(
+                image, scale=self.erasing.scale, ratio=self.erasing.ratio, value=list(ERASING_FILL))
+            if (height, width) != tuple(image.shape[-2:]):  # the full-image box is get_params's "no erasing"
+                box = torch.tensor([top, left, height, width])
+        return image, box
+
+    @staticmethod
+    def on_device(images: Tensor, boxes: Tensor) -> Tensor:
+        """Float images, normalised and erased, from (B, 3, H, W) uint8 images and (B, 4) boxes of
+        :meth:`on_host`, on the device they are on."""
+        scale, mean, std, fill = _device_constants(images.device)
+        normalised = images.float().div(scale).sub(mean).div(std)
+        top, left, height, width = (boxes[:, k].view(-1, 1, 1, 1) for k in range(4))
+        rows = torch.arange(images.shape[2], device=images.device).view(1, 1, -1, 1)
+        columns = torch.arange(images.shape[3], device=images.device).view(1, 1, 1, -1)
+        erased = (rows >= top) & (rows < top + height) & (columns >= left) & (columns < left + width)
+        return torch.where(erased, fill, normalised)
+
+
+@functools.cache
+def _device_constants(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """255, the mean, the std and the erasing fill as (1, C, 1, 1) tensors on ``device``, made once: making a
+    tensor from Python numbers is a copy that waits. Tensors, not numbers, also because CUDA divides by a
+    number as a product with its reciprocal, which may round differently from ToTensor's division."""
+    return tuple(torch.tensor(values, device=device).view(1, -1, 1, 1)
+                 for values in ((255.0,), IMAGENET_MEAN, IMAGENET_STD, ERASING_FILL))
+
+
+def train_transform(height: int, width: int, random_crop: bool = True) -> TrainTransform:
+    """The training pipeline. Source training and the SSG++ labelled loader crop; SSG's cluster loader does
+    not (``random_crop=False``)."""
+    return TrainTransform(height, width, random_crop)
 
 
 def test_transform(height: int, width: int) -> T.Compose:
