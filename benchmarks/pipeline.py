@@ -12,8 +12,10 @@ through the project's own code: ``extract_features`` (flip sum, features kept on
 (sparse) + eps + DBSCAN for the three feature types, the ``SSGTrainer`` loop with the identity loader, and
 the ``Evaluator``. Random weights give meaningless features, so the clusters may be degenerate; the training
 epochs are therefore timed on the generator's true identities (751 at Market scale: 23 batches of 32 x 4,
-about what the clusters of a real run give). ``--epochs`` E are measured and 70 projected as the first epoch
-(which starts the loader) plus 69 of the later ones. The loader alone and the model alone (the same trainer on
+about what the clusters of a real run give). ``--epochs`` E are measured, then the first epoch of the next
+iteration (a new loader, whose workers start, on the warmed-up model: every iteration builds one for its new
+clusters); 70 are projected as that epoch plus 69 later ones, and the very first epoch's extra time (cuDNN's
+autotuning, the first kernels) is counted once per run. The loader alone and the model alone (the same trainer on
 batches already on the device) are timed too, and on CUDA the GPU's busy share of one more epoch is read from
 the profiler's kernel trace.
 
@@ -69,6 +71,7 @@ NUM_SPLIT = 2
 NUM_INSTANCES = 4
 EPOCHS_PER_ITERATION = 70
 ITERATIONS = 30
+NEXT_ITERATION_EPOCH = "epoch 0, next iteration"
 IMAGES_PER_TASK = 200
 # Seeds of the two domains' people and cameras, and of the image plan (who is seen by which camera).
 DOMAIN_SEEDS = {"target": 11, "source": 12}
@@ -338,6 +341,8 @@ def time_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runt
     for epoch in range(args.epochs):
         with clock.phase(f"epoch {epoch}"):
             trainer.train(epoch, batches, optimizer)
+    with clock.phase(NEXT_ITERATION_EPOCH):
+        trainer.train(0, loader(), optimizer)  # its workers stop when it is dropped
     images_per_epoch = len(batches) * args.batch_size
     fresh = loader()
     for _ in fresh:  # starts the workers: not part of the rate
@@ -357,6 +362,7 @@ def time_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runt
     later = [clock.seconds[f"epoch {epoch}"] for epoch in range(1, args.epochs)]
     return {"batches_per_epoch": len(batches), "images_per_epoch": images_per_epoch,
             "first_epoch_s": clock.seconds["epoch 0"], "later_epoch_s": float(np.mean(later)),
+            "next_iteration_first_epoch_s": clock.seconds[NEXT_ITERATION_EPOCH],
             "loader_img_s": 2 * images_per_epoch / clock.seconds["loader alone"],
             "model_img_s": images_per_epoch / clock.seconds["model alone"],
             "gpu_busy_profiled": busy, "gpu_busy_how": how}
@@ -393,16 +399,19 @@ def measure(args: argparse.Namespace, runtime: Runtime, root: str) -> dict:
 
 
 def projections(figures: dict) -> dict:
-    """One iteration with 70 epochs and a 30-iteration run (plus the before-adaptation evaluation and the eps
-    of its first iteration)."""
+    """One iteration with 70 epochs and a 30-iteration run (plus the before-adaptation evaluation, and the eps
+    and the warm-up of the first iteration)."""
     seconds, training = figures["seconds"], figures["training"]
     grouping = sum(value for name, value in seconds.items() if name.startswith(("re_ranking", "DBSCAN")))
     eps = sum(value for name, value in seconds.items() if name.startswith("eps "))
-    epochs = training["first_epoch_s"] + (EPOCHS_PER_ITERATION - 1) * training["later_epoch_s"]
+    first_epoch = training["next_iteration_first_epoch_s"]
+    warm_up = max(0.0, training["first_epoch_s"] - first_epoch)
+    epochs = first_epoch + (EPOCHS_PER_ITERATION - 1) * training["later_epoch_s"]
     features = seconds["source features"] + seconds["target features"]
     iteration = features + grouping + epochs + seconds["evaluation"] + seconds["checkpoint"]
     return {"features_s": features, "grouping_s": grouping, "epochs_70_s": epochs, "iteration_s": iteration,
-            "eps_s": eps, "run_30_min": (seconds["evaluation"] + eps + ITERATIONS * iteration) / 60}
+            "eps_s": eps, "warm_up_s": warm_up,
+            "run_30_min": (seconds["evaluation"] + eps + warm_up + ITERATIONS * iteration) / 60}
 
 
 def describe(args: argparse.Namespace, runtime: Runtime) -> str:
@@ -447,7 +456,8 @@ def report(args: argparse.Namespace, runtime: Runtime, counts: Counts, generatio
         row(f"DBSCAN {entry['type']}", f"{entry['clusters']} clusters (random weights)")
     for epoch in range(args.epochs):
         row(f"epoch {epoch}", f"{training['batches_per_epoch']} batches on the true identities"
-            + ("; starts the loader" if epoch == 0 else ""))
+            + ("; starts the loader, first steps of the model" if epoch == 0 else ""))
+    row(NEXT_ITERATION_EPOCH, "a new loader starts its workers, the model is warm: each later iteration's")
     row("loader alone", f"{training['loader_img_s']:,.0f} img/s: 2 epochs of a fresh loader after its first, "
         "no model")
     row("model alone", f"{training['model_img_s']:,.0f} img/s: the trainer on batches already on the device")
@@ -463,10 +473,11 @@ def report(args: argparse.Namespace, runtime: Runtime, counts: Counts, generatio
                                                else training["gpu_busy_how"]))
     print(f"\none iteration, projected: features {projected['features_s']:.1f} s + grouping "
           f"{projected['grouping_s']:.2f} s + {EPOCHS_PER_ITERATION} epochs {projected['epochs_70_s']:.1f} s "
-          f"(first + {EPOCHS_PER_ITERATION - 1} x later) + evaluation {seconds['evaluation']:.1f} s + checkpoint "
-          f"{seconds['checkpoint']:.1f} s = {projected['iteration_s']:.1f} s")
+          f"(a new loader's first + {EPOCHS_PER_ITERATION - 1} x later) + evaluation {seconds['evaluation']:.1f} s "
+          f"+ checkpoint {seconds['checkpoint']:.1f} s = {projected['iteration_s']:.1f} s")
     print(f"a {ITERATIONS}-iteration run, projected: {projected['run_30_min']:.1f} min (with the before-adaptation "
-          f"evaluation and the first iteration's eps, {projected['eps_s']:.1f} s)")
+          f"evaluation, and the first iteration's eps, {projected['eps_s']:.1f} s, and warm-up of the model, "
+          f"{projected['warm_up_s']:.1f} s)")
     if peaks:
         print(f"peak GPU memory: {max(peaks.values()):.2f} GiB")
     check_targets(args, runtime, projected, busy if busy is not None else estimate)

@@ -13,7 +13,8 @@ not exist there). cuDNN autotuning is on for every mode.
 With ``--dataset NAME`` it also times the data pipeline alone (JPEG decoding, the SSG train transform,
 collation) through the project's identity loader with ``--workers`` processes, so the two rates show whether
 decoding bounds training; and the workers' half of it on a GPU, where they stop at the resized, flipped uint8
-images and the GPU converts, normalises and erases them (``TrainTransform.on_host``).
+images and the GPU converts, normalises and erases them (``SplitTransform.on_host``). The same for the
+evaluation transform that feature extraction uses.
 
 Run from the repository root: ``python -m benchmarks.train_throughput [--arch resnet50] [--batch-size 128]``.
 """
@@ -32,7 +33,7 @@ from reid import datasets, models
 from reid.loss import TripletLoss
 from reid.trainers import part_triplet_terms
 from reid.utils.data.loaders import identity_loader
-from reid.utils.data.transforms import train_transform
+from reid.utils.data.transforms import test_transform, train_transform
 from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime, run_main
 
@@ -215,12 +216,13 @@ def main(argv: list[str] | None = None) -> None:
         ratios = [f"{rates[mode] / rates[base]:.2f}x" if base in rates else "" for base in (DEFAULT_FP32, TRUE_FP32)]
         print(f"{mode.name:<22}{rates[mode]:>10.1f}{ratios[0]:>10}{ratios[1]:>14}")
     if args.dataset:
-        transform = train_transform(args.height, args.width, random_crop=False)
-        whole = loader_images_per_second(args, transform)
-        print(f"{'data pipeline':<22}{whole:>10.1f}  ({args.workers} workers, {args.dataset}, one epoch)")
-        half = loader_images_per_second(args, transform.on_host)
-        print(f"{'workers, GPU finishing':<22}{half:>10.1f}  {half / whole:.2f}x: uint8 images, normalised and "
-              "erased on the GPU")
+        print(f"data pipeline alone ({args.workers} workers, {args.dataset}, one epoch), img/s:")
+        for name, transform in (("training", train_transform(args.height, args.width, random_crop=False)),
+                                ("feature extraction", test_transform(args.height, args.width))):
+            whole = loader_images_per_second(args, transform)
+            half = loader_images_per_second(args, transform.on_host)
+            print(f"  {name:<20}{whole:>8.1f} whole transform in the workers, {half:.1f} when the GPU "
+                  f"normalises{' and erases' if name == 'training' else ''} ({half / whole:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -43,10 +43,12 @@ def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, 
     was_training = model.training
     model.eval()
     shard = _shard(len(items), runtime)
-    loader = DataLoader(Preprocessor([items[i] for i in shard], test_transform(height, width)),
+    transform = test_transform(height, width)
+    finish = transform.on_device if runtime.device.type == "cuda" else None  # normalised on the GPU
+    loader = DataLoader(Preprocessor([items[i] for i in shard], transform.on_host if finish else transform),
                         batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
     chunks = []
-    batches = prefetch_to_device(loader, runtime)
+    batches = prefetch_to_device(loader, runtime, finish)
     dtype = amp_dtype(runtime.device) if amp else None
     for images, *_ in tqdm(batches, total=len(loader), desc=desc, leave=False, disable=not runtime.is_main or None):
         with torch.autocast(runtime.device.type, dtype=dtype, enabled=dtype is not None):

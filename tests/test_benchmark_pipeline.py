@@ -62,8 +62,11 @@ def test_tiny_scale_runs_on_the_cpu_and_projects_a_whole_run(tmp_path, capsys):
     assert all(value > 0 for value in seconds.values())
     assert [entry["type"] for entry in record["grouping"]] == ["global", "upper", "lower"]
     assert all(entry["eps"] > 0 for entry in record["grouping"])
-    epochs = training["first_epoch_s"] + 69 * training["later_epoch_s"]
+    # each iteration: a new loader's first epoch on the warm model + 69 later ones; the warm-up once per run
+    epochs = seconds["epoch 0, next iteration"] + 69 * training["later_epoch_s"]
     assert training["later_epoch_s"] == seconds["epoch 1"]
+    warm_up = max(0.0, seconds["epoch 0"] - seconds["epoch 0, next iteration"])
+    assert projected["warm_up_s"] == pytest.approx(warm_up)
     iteration = (seconds["source features"] + seconds["target features"] + projected["grouping_s"] + epochs
                  + seconds["evaluation"] + seconds["checkpoint"])
     assert projected["iteration_s"] == pytest.approx(iteration)
@@ -72,7 +75,7 @@ def test_tiny_scale_runs_on_the_cpu_and_projects_a_whole_run(tmp_path, capsys):
     assert projected["grouping_s"] == pytest.approx(sum(grouping))
     eps = sum(seconds[f"eps {name}"] for name in types)  # frozen after the first iteration: once per run
     assert projected["eps_s"] == pytest.approx(eps)
-    assert projected["run_30_min"] == pytest.approx((seconds["evaluation"] + eps + 30 * iteration) / 60)
+    assert projected["run_30_min"] == pytest.approx((seconds["evaluation"] + eps + warm_up + 30 * iteration) / 60)
     printed = capsys.readouterr().out
     assert "a 30-iteration run, projected" in printed and "not measured on the CPU" in printed
 

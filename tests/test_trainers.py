@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from reid import trainers
+from reid import models, trainers
 from reid.loss import TripletLoss
-from reid.models import ReIDOutput
+from reid.models import ReIDOutput, group_batchnorm
 from reid.trainers import JointBatches, SSGTrainer, part_triplet_terms
 from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime
@@ -42,23 +42,12 @@ class HostWaits(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class TwoFeatureModel(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(6, 4)
-
-    def forward(self, images):
-        features = self.linear(images)
-        return ReIDOutput(pooled=torch.stack([features[:, :2], features[:, 2:]], dim=1), embedding=features,
-                          logits=None)
-
-
 def test_an_ssg_epoch_reads_the_device_only_every_print_freq_batches(monkeypatch):
     torch.manual_seed(0)
-    model = TwoFeatureModel()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    labels = torch.tensor([[0, 0], [0, 0], [1, 2], [1, 2], [2, 1], [2, 1], [3, 3], [3, 3]])
-    batches = [(torch.randn(8, 6), None, labels) for _ in range(6)]
+    model = group_batchnorm(models.create("resnet18", num_split=2, num_features=64, pretrained=False), 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    labels = torch.tensor([[0, 0, 0], [0, 0, 0], [1, 2, 1], [1, 2, 1], [2, 1, 1], [2, 1, 1], [3, 3, 0], [3, 3, 0]])
+    batches = [(torch.randn(8, 3, 64, 32), None, labels) for _ in range(6)]
     trainer = SSGTrainer(model, Runtime(torch.device("cpu")), num_instances=2, print_freq=3)
     mode = HostWaits()
     reads = []
@@ -75,7 +64,7 @@ def test_an_ssg_epoch_reads_the_device_only_every_print_freq_batches(monkeypatch
     monkeypatch.setattr(trainers, "_add_rows", add_rows)
     with mode:
         stats = trainer.train(0, batches, optimizer)
-    assert mode.waits == []
+    assert mode.waits == []  # forward with BatchNorm over groups, four triplet terms, backward, SGD step
     assert reads == [3, 3]
     assert stats["loss"] > 0 and 0 <= stats["prec"] <= 1
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from reid.utils.data import transforms
 from reid.utils.data.transforms import ERASING_FILL, train_transform
 
 
@@ -43,3 +44,12 @@ def test_a_batch_is_finished_image_by_image():
     batch = transform.on_device(torch.stack([p for p, _ in halves]), torch.stack([b for _, b in halves]))
     for row, (pixels, box) in zip(batch, halves):
         assert torch.equal(row, transform.on_device(pixels[None], box[None])[0])
+
+
+def test_the_evaluation_transforms_halves_equal_it_bit_for_bit():
+    rng = np.random.default_rng(2)
+    transform = transforms.test_transform(256, 128)
+    images = [random_image(rng, *size) for size in [(128, 64), (250, 100), (300, 90)]]
+    pixels = torch.stack([transform.on_host(image) for image in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, 256, 128)
+    assert torch.equal(transform.on_device(pixels), torch.stack([transform(image) for image in images]))

@@ -5,7 +5,7 @@ per iteration), so a loader that restarts or drains its queue at every epoch bou
 for the first batches of every epoch. On CUDA :func:`identity_loader` therefore returns an
 :class:`EpochStream`: one loader iterated without end, its workers prefetching across epoch boundaries, and
 each batch copied to the GPU on a side stream while the previous one is computed on. The workers stop at the
-resized, flipped uint8 images; the GPU converts, normalises and erases them (:class:`TrainTransform`).
+resized, flipped uint8 images; the GPU converts, normalises and erases them (:class:`SplitTransform`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.sampler import RandomIdentitySampler
-from reid.utils.data.transforms import TrainTransform
+from reid.utils.data.transforms import SplitTransform
 from reid.utils.runtime import Runtime, to_device
 
 # Beyond this many loader processes a 16-core GPU box gains nothing: 8 workers decode and augment several
@@ -49,7 +49,7 @@ def identity_loader(items: Sequence[Item], transform: Callable, runtime: Runtime
     cluster). Under DDP each rank loads ``batch_size / world_size`` images of the same global batch.
 
     On CUDA with worker processes the result is an :class:`EpochStream` (the same batches, in the same
-    order, with no pause at epoch boundaries, a :class:`TrainTransform` finished on the GPU); elsewhere a
+    order, with no pause at epoch boundaries, a :class:`SplitTransform` finished on the GPU); elsewhere a
     plain DataLoader, restarted at every epoch, whose augmentations draw the same random numbers as they
     always have.
     """
@@ -58,7 +58,7 @@ def identity_loader(items: Sequence[Item], transform: Callable, runtime: Runtime
     sampler = RandomIdentitySampler(identity, num_instances, batch_size, seed=seed,
                                     num_replicas=runtime.world_size, rank=runtime.rank)
     streaming = runtime.device.type == "cuda" and workers > 0
-    finish = transform.on_device if streaming and isinstance(transform, TrainTransform) else None
+    finish = transform.on_device if streaming and isinstance(transform, SplitTransform) else None
     loader = DataLoader(Preprocessor(items, transform.on_host if finish else transform, labels),
                         batch_size=batch_size // runtime.world_size,
                         sampler=EndlessSampler(sampler) if streaming else sampler, num_workers=workers,
@@ -112,11 +112,11 @@ def prefetch_to_device(batches: Iterable, runtime: Runtime,
                        finish: Callable[..., torch.Tensor] | None = None) -> Iterator:
     """The batches with their tensors on the runtime's device (images channels_last on CUDA).
 
-    With ``finish``, a batch's images arrive as the parts of :meth:`TrainTransform.on_host` (uint8 images,
-    erasing boxes) and leave as ``finish(*parts)`` computed on the device. On CUDA, batch k + 1 is copied
-    from pinned memory and finished on a side stream while batch k is computed on, so the copy (12.5 MB for
-    128 uint8 images of 256x128) overlaps the model instead of preceding it. Elsewhere the batches are handed
-    over in step with their consumer, untouched unless there is a ``finish``.
+    With ``finish``, a batch's images arrive as what :meth:`SplitTransform.on_host` returns (uint8 images,
+    and erasing boxes in training) and leave as ``finish(*parts)`` computed on the device. On CUDA, batch
+    k + 1 is copied from pinned memory and finished on a side stream while batch k is computed on, so the
+    copy (12.5 MB for 128 uint8 images of 256x128) overlaps the model instead of preceding it. Elsewhere the
+    batches are handed over in step with their consumer, untouched unless there is a ``finish``.
     """
     if runtime.device.type != "cuda":
         yield from batches if finish is None else (_batch_to_device(batch, runtime, finish) for batch in batches)
@@ -146,7 +146,8 @@ def prefetch_to_device(batches: Iterable, runtime: Runtime,
 def _batch_to_device(batch: Sequence, runtime: Runtime, finish: Callable[..., torch.Tensor] | None) -> list:
     images, *rest = batch
     if finish is not None:
-        images = finish(*(part.to(runtime.device, non_blocking=True) for part in images))
+        parts = images if isinstance(images, (list, tuple)) else [images]
+        images = finish(*(part.to(runtime.device, non_blocking=True) for part in parts))
     return [_tensor_to_device(part, runtime) for part in (images, *rest)]
 
 

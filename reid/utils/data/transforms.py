@@ -18,14 +18,31 @@ def _normalise() -> list:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-class TrainTransform:
+class SplitTransform:
+    """A transform a GPU can take the second half of.
+
+    Called on a PIL image it runs whole. :meth:`on_host` stops at the uint8 image (and what it drew at
+    random), :meth:`on_device` converts, normalises and finishes a batch of those on the GPU. The halves draw
+    the same random numbers, in the same order, as the whole and give the same values bit for bit; a data
+    worker then does less and hands over a quarter of the bytes.
+    """
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        raise NotImplementedError
+
+    def on_host(self, image: Image.Image) -> Tensor | tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    @staticmethod
+    def on_device(images: Tensor, *drawn: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class TrainTransform(SplitTransform):
     """Resize, optional random sized crop (area 0.64-1, height/width 2-3), flip, normalise, random erasing.
 
-    Called on a PIL image it runs the whole pipeline. A GPU can take the second half over: :meth:`on_host`
-    stops at the flipped uint8 image and the erasing box it draws, :meth:`on_device` converts, normalises
-    and erases a batch of them. The two halves draw the same random numbers, in the same order, as the whole
-    and give the same values bit for bit; a data worker then does half the work and hands over a quarter of
-    the bytes.
+    :meth:`on_host` stops at the flipped uint8 image and the box that erasing draws; :meth:`on_device`
+    normalises and erases.
     """
 
     def __init__(self, height: int, width: int, random_crop: bool = True):
@@ -57,13 +74,36 @@ class TrainTransform:
     def on_device(images: Tensor, boxes: Tensor) -> Tensor:
         """Float images, normalised and erased, from (B, 3, H, W) uint8 images and (B, 4) boxes of
         :meth:`on_host`, on the device they are on."""
-        scale, mean, std, fill = _device_constants(images.device)
-        normalised = images.float().div(scale).sub(mean).div(std)
+        fill = _device_constants(images.device)[3]
         top, left, height, width = (boxes[:, k].view(-1, 1, 1, 1) for k in range(4))
         rows = torch.arange(images.shape[2], device=images.device).view(1, 1, -1, 1)
         columns = torch.arange(images.shape[3], device=images.device).view(1, 1, 1, -1)
         erased = (rows >= top) & (rows < top + height) & (columns >= left) & (columns < left + width)
-        return torch.where(erased, fill, normalised)
+        return torch.where(erased, fill, _normalise_on_device(images))
+
+
+class EvalTransform(SplitTransform):
+    """Resize and normalise. :meth:`on_host` stops at the resized uint8 image."""
+
+    def __init__(self, height: int, width: int):
+        self.resize = T.Resize((height, width))
+        self.normalise = T.Compose(_normalise())
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return self.normalise(self.resize(image))
+
+    def on_host(self, image: Image.Image) -> Tensor:
+        return T.functional.pil_to_tensor(self.resize(image))
+
+    @staticmethod
+    def on_device(images: Tensor) -> Tensor:
+        return _normalise_on_device(images)
+
+
+def _normalise_on_device(images: Tensor) -> Tensor:
+    """What ``ToTensor`` and ``Normalize`` make of (B, 3, H, W) uint8 images, on their device."""
+    scale, mean, std, _ = _device_constants(images.device)
+    return images.float().div(scale).sub(mean).div(std)
 
 
 @functools.cache
@@ -81,6 +121,6 @@ def train_transform(height: int, width: int, random_crop: bool = True) -> TrainT
     return TrainTransform(height, width, random_crop)
 
 
-def test_transform(height: int, width: int) -> T.Compose:
-    """Resize and normalise."""
-    return T.Compose([T.Resize((height, width))] + _normalise())
+def test_transform(height: int, width: int) -> EvalTransform:
+    """The evaluation pipeline: resize and normalise."""
+    return EvalTransform(height, width)
