@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from reid.evaluation_metrics import cmc, mean_ap
 from reid.rerank import re_ranking_query_gallery
-from reid.utils.data.loaders import prefetch_to_device
+from reid.utils.data.loaders import prefetch_to_device, split_for_device
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.transforms import test_transform
 from reid.utils.osutils import write_atomically
@@ -43,10 +43,9 @@ def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, 
     was_training = model.training
     model.eval()
     shard = _shard(len(items), runtime)
-    transform = test_transform(height, width)
-    finish = transform.on_device if runtime.device.type == "cuda" else None  # normalised on the GPU
-    loader = DataLoader(Preprocessor([items[i] for i in shard], transform.on_host if finish else transform),
-                        batch_size=batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
+    in_workers, finish = split_for_device(test_transform(height, width), runtime)  # normalised on a GPU
+    loader = DataLoader(Preprocessor([items[i] for i in shard], in_workers), batch_size=batch_size,
+                        num_workers=workers, pin_memory=runtime.device.type == "cuda")
     chunks = []
     batches = prefetch_to_device(loader, runtime, finish)
     dtype = amp_dtype(runtime.device) if amp else None

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from reid.utils.data import loaders
+from reid.utils.data import loaders, transforms
 from reid.utils.data.loaders import EndlessSampler, EpochStream, identity_loader, prefetch_to_device
 from reid.utils.data.preprocessor import Preprocessor
 from reid.utils.data.sampler import RandomIdentitySampler
@@ -106,6 +106,9 @@ def test_identity_loader_streams_on_cuda_with_workers_and_restarts_elsewhere():
     transform = train_transform(64, 32)
     split = identity_loader(items, transform, cuda, 4, 2, workers=2, seed=0)
     assert split.loader.dataset.transform == transform.on_host and split.finish == transform.on_device
+    evaluation = transforms.test_transform(64, 32)  # feature extraction: split on CUDA, whole on the CPU
+    assert loaders.split_for_device(evaluation, cuda) == (evaluation.on_host, evaluation.on_device)
+    assert loaders.split_for_device(evaluation, CPU) == (evaluation, None)
     for runtime, workers in ((cuda, 0), (CPU, 2)):
         plain = identity_loader(items, lambda image: image, runtime, 4, 2, workers=workers, seed=0)
         assert isinstance(plain, DataLoader) and len(plain) == 4

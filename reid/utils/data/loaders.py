@@ -58,13 +58,20 @@ def identity_loader(items: Sequence[Item], transform: Callable, runtime: Runtime
     sampler = RandomIdentitySampler(identity, num_instances, batch_size, seed=seed,
                                     num_replicas=runtime.world_size, rank=runtime.rank)
     streaming = runtime.device.type == "cuda" and workers > 0
-    finish = transform.on_device if streaming and isinstance(transform, SplitTransform) else None
-    loader = DataLoader(Preprocessor(items, transform.on_host if finish else transform, labels),
-                        batch_size=batch_size // runtime.world_size,
+    in_workers, finish = split_for_device(transform, runtime) if streaming else (transform, None)
+    loader = DataLoader(Preprocessor(items, in_workers, labels), batch_size=batch_size // runtime.world_size,
                         sampler=EndlessSampler(sampler) if streaming else sampler, num_workers=workers,
                         pin_memory=runtime.device.type == "cuda", drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
     return EpochStream(loader, sampler.num_batches, runtime, finish) if streaming else loader
+
+
+def split_for_device(transform: Callable, runtime: Runtime) -> tuple[Callable, Callable[..., torch.Tensor] | None]:
+    """What the data workers run, and what finishes a batch on the device (for :func:`prefetch_to_device`):
+    a :class:`SplitTransform`'s two halves on CUDA, otherwise the whole transform and nothing."""
+    if runtime.device.type == "cuda" and isinstance(transform, SplitTransform):
+        return transform.on_host, transform.on_device
+    return transform, None
 
 
 class EndlessSampler(Sampler[int]):
