@@ -1,4 +1,6 @@
 """The authors' README command lines parse as typed, and the hyphenated spellings mean the same."""
+import pytest
+
 from reid.adaptation import build_parser
 from reid.utils.experiment import resolve_model_options
 
@@ -30,3 +32,14 @@ def test_spec_defaults():
 def test_single_word_options_have_one_spelling():
     option_strings = [a.option_strings for a in build_parser("", "selftraining")._actions]
     assert ["--seed"] in option_strings and ["-a", "--arch"] in option_strings
+
+
+def test_a_print_freq_below_one_is_one_line_and_exit_2(capsys):
+    parser = build_parser("", "selftraining")
+    for value in ("0", "-3", "ten"):
+        with pytest.raises(SystemExit) as stopped:
+            parser.parse_args([*README, "--print-freq", value])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"--print_freq: expected a positive integer, got '{value}'" in error
+    assert parser.parse_args([*README, "--print_freq", "3"]).print_freq == 3

@@ -33,6 +33,17 @@ def _spellings(name: str) -> list[str]:
     return ["--" + hyphen] if hyphen == underscore else ["--" + hyphen, "--" + underscore]
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add(group, name: str, *short: str, **kwargs) -> None:
     """``add_argument`` with both spellings of ``name``."""
     group.add_argument(*short, *_spellings(name), **kwargs)
@@ -129,7 +140,8 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
     add(group, "--sync-bn", action=argparse.BooleanOptionalAction, default=True,
         help="synchronised BatchNorm under torchrun (DDP)")
     add(group, "--amp", action="store_true", help="mixed precision on CUDA (bf16 when supported, else fp16)")
-    add(group, "--print-freq", type=int, default=10, help="batches between progress lines")
+    add(group, "--print-freq", type=positive_int, default=10,
+        help="batches between progress lines (and between reads of the losses from the GPU)")
     add(group, "--save-features", type=str, default=None,
         help="HDF5 file for the final query/gallery features, names, pids and cameras")
     add(group, "--rerank", action="store_true",
