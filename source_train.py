@@ -1,7 +1,8 @@
 """Step 1 of SSG: supervised training on the labelled source domain (spec section 3).
 
-The epoch is selected by top-1 on ``--num-val`` held-out training identities (open-reid's split, 100), or is
-the last one with ``--combine-trainval``; the test query/gallery split only reports the selected model.
+The epoch is selected as the release does: by open-reid's ``allshots`` top-1 of the global pool on held-out
+training identities (``--num-val``, a tenth of them) or MSMT17's ``list_val``, or is the last one with
+``--combine-trainval``; the test query/gallery split only reports the selected model.
 
     python source_train.py --dataset market1501 --data_dir data --logs_dir logs/market1501
 """
@@ -16,7 +17,15 @@ from reid import datasets, models
 from reid.datasets.base import count_ids, split_validation
 from reid.evaluators import Evaluator
 from reid.trainers import SourceTrainer
-from reid.utils.args import ArgumentParser, add, add_data_args, add_model_args, add_optim_args, add_run_args
+from reid.utils.args import (
+    ArgumentParser,
+    add,
+    add_data_args,
+    add_model_args,
+    add_optim_args,
+    add_run_args,
+    positive_float,
+)
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime = start_run(args)
 
     dataset = open_dataset(args.dataset, args)
-    train_items, val_items = ([], []) if args.evaluate else training_split(dataset.trainval, args)
+    train_items, val_items = ([], []) if args.evaluate else training_split(dataset, args)
     model = models.create(args.arch, num_split=args.num_split, num_features=args.features,
                           num_classes=count_ids(train_items), dropout=args.dropout,
                           pretrained=not (args.no_pretrained or checkpoint), pretrained_path=args.pretrained_path)
@@ -81,13 +90,17 @@ def main(argv: list[str] | None = None) -> None:
                                                      os.path.join(args.logs_dir, "visrank", name))
 
 
-def training_split(trainval: list[Item], args: argparse.Namespace) -> tuple[list[Item], list[Item]]:
-    """The training images and the held-out validation images that select the model (none with
-    ``--combine-trainval``: the last epoch is kept). The test split never selects a model."""
+def training_split(dataset: datasets.ReIDDataset, args: argparse.Namespace) -> tuple[list[Item], list[Item]]:
+    """The training images and the validation images that select the model: the dataset's official
+    validation split (MSMT17's list_val) or held-out training identities; none with ``--combine-trainval``
+    (the last epoch is kept). The test split never selects a model."""
     if args.combine_trainval:
-        return trainval, []
-    train_items, val_items = split_validation(trainval, args.num_val, args.seed)
-    print(f"validation: {args.num_val} identities ({len(val_items)} images) held out of training")
+        return dataset.trainval, []
+    if dataset.val:
+        print(f"validation: the dataset's validation list ({len(dataset.val)} images)")
+        return dataset.trainval, dataset.val
+    train_items, val_items = split_validation(dataset.trainval, args.num_val, args.seed)
+    print(f"validation: {count_ids(val_items)} identities ({len(val_items)} images) held out of training")
     return train_items, val_items
 
 
@@ -110,7 +123,7 @@ def train(args, train_items, val_items, model, runtime, evaluator, metrics, star
         record = {"epoch": epoch, **trainer.train(epoch, loader, optimizer)}
         if val_items and ((epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs):
             print(f"epoch {epoch} validation:")
-            record.update({f"val_{k}": v for k, v in evaluator.evaluate(val_items, val_items).items()})
+            record.update({f"val_{k}": v for k, v in evaluator.validate(val_items).items()})
         is_best = not val_items or record.get("val_top1", -1.0) > best_top1
         best_top1 = max(best_top1, record.get("val_top1", 0.0))
         epochs.append(record)
@@ -130,8 +143,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_model_args(parser)
     add_optim_args(parser, lr=3e-4, epochs=150)
     add_run_args(parser, logs_name="source")
-    add(parser, "--num-val", type=int, default=100,
-        help="training identities held out to select the epoch by validation top-1 (open-reid's split)")
+    add(parser, "--num-val", type=positive_float, default=0.1,
+        help="training identities held out to select the epoch: a fraction below 1 (the release's 0.1) or a "
+             "count; MSMT17 validates on its list_val instead")
     add(parser, "--combine-trainval", action="store_true",
         help="train on every training identity and keep the last epoch (no validation)")
     add(parser, "--eval-freq", type=int, default=1, help="epochs between evaluations on the validation split")

@@ -182,6 +182,19 @@ class Evaluator:
             print(f"ranked lists of {len(paths)} queries in {visrank_dir}")
         return metrics
 
+    def validate(self, items: Sequence[Item]) -> dict[str, float]:
+        """The source model's selection score (spec section 3): the validation images ranked against each other
+        on the flip-summed, L2-normalised global pool, scored by open-reid's ``allshots`` top-1 (each of a
+        query's n true matches counts 1/n at its rank among the false matches, so the score keeps rising after
+        rank-1 saturates), with the mAP of the same ranking. Percent."""
+        features = type_features(self.features(items, "validation features"))[0]
+        distmat = pairwise_distance(features, features).cpu().numpy()
+        ids, cams = _ids_cams(items)
+        top1 = cmc(distmat, ids, ids, cams, cams, topk=1, first_match_break=False)[0]
+        metrics = {"top1": 100 * float(top1), "mAP": 100 * mean_ap(distmat, ids, ids, cams, cams)}
+        print(f"allshots top-1 {metrics['top1']:.2f}%  mAP {metrics['mAP']:.2f}% (global pool)")
+        return metrics
+
 
 def save_features_h5(fpath: str, subsets: dict[str, tuple[Sequence[Item], torch.Tensor]],
                      extra: dict[str, dict[str, torch.Tensor]] | None = None, attrs: dict | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from dataset_trees import (
     CUHK03_FILES,
@@ -146,6 +147,10 @@ def test_msmt17_trains_on_list_train_alone_by_default_as_the_released_code(tmp_p
     dataset = datasets.create("msmt17", str(tmp_path), verbose=False)
     assert pids(dataset.trainval) == [0, 1]
     assert camids(dataset.trainval) == [0, 14]
+    # list_val selects the source model (spec section 3); with combine_val it is trained on instead.
+    assert basenames(dataset.val) == ["0000_001_05_0303noon_0020_1.jpg", "0001_000_02_0303morning_0030_0.jpg"]
+    assert pids(dataset.val) == [0, 1]
+    assert datasets.create("msmt17", str(tmp_path), combine_val=True, verbose=False).val is None
 
 
 def test_msmt_list_val_option_reaches_the_dataset(tmp_path):
@@ -157,25 +162,37 @@ def test_msmt_list_val_option_reaches_the_dataset(tmp_path):
         assert len(open_dataset("msmt17", args).trainval) == images
 
 
+def original_pids(samples):
+    return {int(fname.split("_")[0]) for fname, _, _ in samples}
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_validation_split_holds_out_whole_identities(seed):
     trainval = [(f"{pid}_{image}.jpg", pid, image % 2) for pid in range(300) for image in range(3)]
     train, val = split_validation(trainval, 100, seed)
-    val_ids = {pid for _, pid, _ in val}
-    train_names = {fname for fname, _, _ in train}
-    assert len(val_ids) == 100 and len(val) == 300
-    assert sorted({pid for _, pid, _ in train}) == list(range(200))  # relabelled 0..K-1
-    assert train_names.isdisjoint(fname for fname, _, _ in val)
-    assert {int(name.split("_")[0]) for name in train_names}.isdisjoint(val_ids)
+    assert len(original_pids(val)) == 100 and len(val) == 300
+    assert sorted({pid for _, pid, _ in train}) == list(range(200))  # both relabelled 0..K-1
+    assert sorted({pid for _, pid, _ in val}) == list(range(100))
+    assert original_pids(train).isdisjoint(original_pids(val))
+    # The release: np.random.seed(seed), shuffle the ascending ids, the last ones validate.
+    assert original_pids(val) == set(np.random.RandomState(seed).permutation(300)[-100:].tolist())
     assert split_validation(trainval, 100, seed) == (train, val)  # seeded
-    other = split_validation(trainval, 100, seed + 10)[1]
-    assert {pid for _, pid, _ in other} != val_ids
+    assert original_pids(split_validation(trainval, 100, seed + 10)[1]) != original_pids(val)
 
 
-@pytest.mark.parametrize("num_val", [0, 300])
-def test_validation_split_needs_identities_on_both_sides(num_val):
+@pytest.mark.parametrize(("num_ids", "num_val", "held_out"),
+                         [(751, 0.1, 75), (702, 0.1, 70), (150, 0.1, 15), (80, 0.25, 20), (751, 100, 100)])
+def test_num_val_is_a_share_of_the_identities_or_a_count(num_ids, num_val, held_out):
+    trainval = [(f"{pid}_0.jpg", pid, 0) for pid in range(num_ids)]
+    _, val = split_validation(trainval, num_val, 1)
+    assert len(val) == held_out  # Market 75 of 751, Duke 70 of 702 at the release's num_val=0.1
+
+
+@pytest.mark.parametrize(("num_val", "expected"), [(0.001, "between 1 and 299"), (300, "between 1 and 299"),
+                                                   (2.5, "a fraction below 1 or a whole number")])
+def test_validation_split_needs_identities_on_both_sides(num_val, expected):
     trainval = [(f"{pid}.jpg", pid, 0) for pid in range(300)]
-    with pytest.raises(UserError, match=f"--num-val {num_val}: expected between 1 and 299"):
+    with pytest.raises(UserError, match=f"--num-val {num_val:g}: expected {expected}"):
         split_validation(trainval, num_val, 1)
 
 

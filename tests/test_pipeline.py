@@ -1,6 +1,7 @@
 """End to end on a tiny synthetic pair: source training, SSG and SSG++ write complete records."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,27 +49,52 @@ def test_source_training_learns(tiny_pair, source_logs):
 
 
 def test_only_the_validation_split_selects_the_model(tiny_pair, tmp_path, monkeypatch):
-    evaluated = []
-    evaluate = Evaluator.evaluate
+    evaluated, validated = [], []
+    evaluate, validate = Evaluator.evaluate, Evaluator.validate
 
-    def recording(self, query, gallery, *args, **kwargs):
+    def recording_evaluate(self, query, gallery, *args, **kwargs):
         evaluated.append(([fname for fname, _, _ in query], [fname for fname, _, _ in gallery]))
         return evaluate(self, query, gallery, *args, **kwargs)
 
-    monkeypatch.setattr(Evaluator, "evaluate", recording)
+    def recording_validate(self, items):
+        validated.append([fname for fname, _, _ in items])
+        return validate(self, items)
+
+    monkeypatch.setattr(Evaluator, "evaluate", recording_evaluate)
+    monkeypatch.setattr(Evaluator, "validate", recording_validate)
     argv = ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir", str(tmp_path), "--epochs", "2",
-            "-b", "16", "--num-instances", "4", "--no-pretrained", "--num-val", "8", *SMALL]
+            "-b", "16", "--num-instances", "4", "--no-pretrained", "--num-val", "0.25", *SMALL]
     assert run_main(source_train.main, argv) == 0
     dataset = datasets.create("synth_a", str(tiny_pair / "synth_a"), verbose=False)
     training_names = {fname for fname, _, _ in dataset.trainval}
-    *during_training, final_test = evaluated
-    assert len(during_training) == 2  # every epoch
-    for query, gallery in during_training:
-        assert query == gallery and set(query) <= training_names
-        assert len({name.split("/")[-1][:4] for name in query}) == 8  # the 8 held-out identities
-    assert final_test == ([f for f, _, _ in dataset.query], [f for f, _, _ in dataset.gallery])
+    assert len(validated) == 2  # every epoch
+    for names in validated:
+        assert set(names) <= training_names
+        assert len({name.split("/")[-1][:4] for name in names}) == 8  # a quarter of the 32 identities
+    assert evaluated == [([f for f, _, _ in dataset.query], [f for f, _, _ in dataset.gallery])]  # the final test
     checkpoint = torch.load(tmp_path / "checkpoint.pth.tar", weights_only=False)
     assert checkpoint["state_dict"]["classifier.weight"].shape[0] == 24  # trained on the 32 - 8 others
+
+
+def test_validation_scores_allshots_top1_of_the_global_pool(tiny_pair):
+    """The release's score: each true match counts 1/n at its rank among the false ones, on the flip-summed,
+    L2-normalised global pool; the same-camera images of a query's identity are left out."""
+    torch.manual_seed(0)
+    model = models.create("resnet18", num_split=2, num_features=32, pretrained=False).eval()
+    items = datasets.create("synth_a", str(tiny_pair / "synth_a"), verbose=False).trainval[:60]
+    evaluator = Evaluator(model, Runtime(torch.device("cpu")), 64, 32, workers=0)
+    score = evaluator.validate(items)
+    pooled = torch.stack([evaluator.features([item], "one")[0, 0] for item in items])  # flip-summed global pool
+    features = torch.nn.functional.normalize(pooled, dim=1)
+    distances = torch.cdist(features, features).pow(2)
+    shares = []
+    for q, (_, pid, cam) in enumerate(items):
+        true = [g for g, (_, p, c) in enumerate(items) if p == pid and c != cam]
+        false = [g for g, (_, p, _) in enumerate(items) if p != pid]
+        if true:
+            shares.append(np.mean([distances[q, t] < distances[q, false].min() for t in true]))
+    assert score["top1"] == pytest.approx(100 * np.mean(shares), abs=1e-4)
+    assert 0 < score["top1"] < 100
 
 
 def test_combine_trainval_keeps_the_last_epoch_without_validation(tiny_pair, tmp_path):
@@ -84,7 +110,7 @@ def test_source_training_records(source_logs):
     metrics = read_metrics(source_logs)
     assert [e["epoch"] for e in metrics["epochs"]] == list(range(6))
     assert "val_mAP" in metrics["epochs"][1] and "val_mAP" not in metrics["epochs"][0]  # --eval-freq 2
-    assert {f"val_{key}" for key in METRICS} <= set(metrics["epochs"][-1])
+    assert {"val_mAP", "val_top1"} <= set(metrics["epochs"][-1])
     assert {"loss", "triplet", "ce"} <= set(metrics["epochs"][0])
     # The selected epoch is the first one of the best validation top-1.
     validated = [(entry["val_top1"], -entry["epoch"]) for entry in metrics["epochs"] if "val_top1" in entry]

@@ -34,6 +34,10 @@ class ReIDDataset:
     trainval, query, gallery : list of (fname, pid, camid)
         ``fname`` is an absolute path. Training pids must already be relabelled to ``0..K-1``; query and
         gallery keep the original pids (0 marks a distractor); camera ids are 0-based.
+    val : list of (fname, pid, camid), optional
+        An official validation split of training images that selects the source model (MSMT17's
+        ``list_val``); None when the model is selected on held-out training identities
+        (:func:`split_validation`).
     verbose : bool
         Print :meth:`summary` once built.
 
@@ -55,6 +59,7 @@ class ReIDDataset:
         query: list[Sample],
         gallery: list[Sample],
         *,
+        val: list[Sample] | None = None,
         verbose: bool = True,
     ) -> None:
         self.root = os.path.abspath(root)
@@ -62,6 +67,7 @@ class ReIDDataset:
         self.trainval = trainval
         self.query = query
         self.gallery = gallery
+        self.val = val
         self.num_trainval_ids = count_ids(trainval)
         self.num_query_ids = count_ids(query)
         self.num_gallery_ids = count_ids(gallery)
@@ -95,26 +101,39 @@ def relabel(samples: Sequence[Sample]) -> list[Sample]:
     return [(fname, new_pid[pid], camid) for fname, pid, camid in samples]
 
 
-def split_validation(trainval: Sequence[Sample], num_val: int, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out ``num_val`` training identities for model selection (open-reid's split, ``num_val=100``).
-
-    The sorted training pids are shuffled with ``seed``; the last ``num_val`` form the validation set (pids
-    kept, used as query and gallery at once), the others the training set, relabelled to ``0..K-1``. The two
-    never share an identity.
+def validation_count(num_val: float, num_ids: int) -> int:
+    """How many of ``num_ids`` training identities ``--num-val`` holds out: a fraction below 1
+    (``int(round(num_val * num_ids))``, the release's ``num_val=0.1``: Market 75 of 751, Duke 70 of 702) or a
+    count of 1 or more.
 
     Raises
     ------
     UserError
-        When ``num_val`` is not between 1 and the number of training identities minus one.
+        When the count is not between 1 and ``num_ids - 1`` or a value of 1 or more is not a whole number.
+    """
+    if num_val >= 1 and num_val != int(num_val):
+        raise UserError(f"--num-val {num_val:g}: expected a fraction below 1 or a whole number of identities")
+    count = int(round(num_val * num_ids)) if num_val < 1 else int(num_val)
+    if not 0 < count < num_ids:
+        raise UserError(f"--num-val {num_val:g}: expected between 1 and {num_ids - 1} of the {num_ids} training "
+                        "identities (or --combine-trainval to train on all of them)")
+    return count
+
+
+def split_validation(trainval: Sequence[Sample], num_val: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out training identities for model selection (the release's split, ``num_val=0.1``).
+
+    ``num_val`` is a fraction of the identities or a count (:func:`validation_count`). The ascending training
+    pids are shuffled with ``numpy.random.RandomState(seed)`` (what ``np.random.seed(seed)`` then
+    ``np.random.shuffle`` give); the last ones form the validation set (used as query and gallery at once),
+    the others the training set. Both are relabelled to ``0..K-1`` and never share an identity.
     """
     ids = sorted({pid for _, pid, _ in trainval})
-    if not 0 < num_val < len(ids):
-        raise UserError(f"--num-val {num_val}: expected between 1 and {len(ids) - 1} of the {len(ids)} training "
-                        "identities (or --combine-trainval to train on all of them)")
+    count = validation_count(num_val, len(ids))
     shuffled = np.random.RandomState(seed).permutation(ids)
-    held_out = set(shuffled[-num_val:].tolist())
+    held_out = set(shuffled[-count:].tolist())
     train = relabel([sample for sample in trainval if sample[1] not in held_out])
-    val = [sample for sample in trainval if sample[1] in held_out]
+    val = relabel([sample for sample in trainval if sample[1] in held_out])
     return train, val
 
 

@@ -44,7 +44,8 @@ class MSMT17(ReIDDataset):
         ``MSMT17_V2/`` (the folders the official archives extract to).
     combine_val : bool
         Train on ``list_train.txt`` plus ``list_val.txt`` (32,621 images) rather than ``list_train.txt``
-        alone (30,248 images), which is what the authors' released code trained on.
+        alone (30,248 images), which is what the authors' released code trained on, validating on
+        ``list_val.txt`` (the dataset's ``val``; None when combined).
     verbose : bool
         Print the subset table once loaded.
     """
@@ -60,12 +61,13 @@ class MSMT17(ReIDDataset):
     def __init__(self, root: str, *, combine_val: bool = False, verbose: bool = True) -> None:
         images_dir, train_dir, test_dir = self._find_folders(root)
         trainval = self._read_list(os.path.join(images_dir, "list_train.txt"), train_dir)
+        val = self._read_list(os.path.join(images_dir, "list_val.txt"), train_dir)
         if combine_val:
-            trainval += self._read_list(os.path.join(images_dir, "list_val.txt"), train_dir)
+            trainval, val = trainval + val, None
         query = self._read_list(os.path.join(images_dir, "list_query.txt"), test_dir)
         gallery = self._read_list(os.path.join(images_dir, "list_gallery.txt"), test_dir)
         self.combine_val = combine_val
-        super().__init__(root, images_dir, relabel(trainval), query, gallery, verbose=verbose)
+        super().__init__(root, images_dir, relabel(trainval), query, gallery, val=val, verbose=verbose)
 
     def _find_folders(self, root: str) -> tuple[str, str, str]:
         """The dataset folder and its training and test image folders, V1 or V2 names."""

@@ -44,6 +44,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type of a number that must be above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def add(group, name: str, *short: str, **kwargs) -> None:
     """``add_argument`` with both spellings of ``name``."""
     group.add_argument(*short, *_spellings(name), **kwargs)
