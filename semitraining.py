@@ -32,14 +32,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser(__doc__, logs_name="semitraining")
     add(parser, "--sample", type=str, default="cluster", choices=SAMPLE_METHODS, help="how to draw labels")
     add(parser, "--label-iteration", type=int, default=5, help="iteration at which the labelled set is drawn")
-    return parser.parse_args(argv)
+    add(parser, "--label-seed", type=int, default=None,
+        help="seed of the labelled set's draw (default: --seed - 1, the release's 0 at its default seed 1)")
+    args = parser.parse_args(argv)
+    if args.label_seed is None:
+        args.label_seed = args.seed - 1
+    return args
 
 
 def semi_supervision(run: AdaptationRun) -> SemiSupervision:
     """The labelled set and propagation of this run, stored as ``labelled_set.json`` in its logs dir."""
     args = run.args
     return SemiSupervision(os.path.join(args.logs_dir, "labelled_set.json"), run.target.trainval, args.sample,
-                           args.label_iteration, args.iteration, write=run.runtime.is_main)
+                           args.label_iteration, args.iteration, args.label_seed, write=run.runtime.is_main)
 
 
 def train(run: AdaptationRun, supervision: SemiSupervision) -> None:

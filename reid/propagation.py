@@ -1,8 +1,9 @@
 """SSG++ (clustering-guided semi-supervised training): the labelled set and label propagation (spec section 5).
 
 One target image per global cluster is labelled by a person (here: its ground-truth identity), drawn once
-with seed 0 and stored so that reruns reuse it; every later iteration propagates those labels to the rest of
-the target by nearest labelled neighbour under the k-reciprocal distance, keeping the most confident.
+(with the release's seed 0 by default) and stored so that reruns reuse it; every later iteration propagates
+those labels to the rest of the target by nearest labelled neighbour under the k-reciprocal distance, keeping
+the most confident.
 :class:`SemiSupervision` puts the pieces together: what SSG++'s labelled loader holds at each iteration.
 """
 from __future__ import annotations
@@ -41,22 +42,23 @@ def draw_labelled_set(global_labels: np.ndarray, method: str = "cluster", seed: 
 
 
 def load_or_draw_labelled_set(fpath: str, items: Sequence[Item], global_labels: np.ndarray,
-                              method: str, write: bool = True) -> np.ndarray:
-    """The stored labelled set when ``fpath`` exists (checked against ``items``), else a new draw saved
-    there as JSON (indices and file names) when ``write`` (False on DDP ranks other than 0, which draw the
-    same set from the same broadcast clusters)."""
+                              method: str, seed: int = 0, write: bool = True) -> np.ndarray:
+    """The stored labelled set when ``fpath`` exists (checked against ``items``, ``method`` and ``seed``), else a
+    new draw with ``seed`` saved there as JSON (indices, file names, method and seed) when ``write`` (False on
+    DDP ranks other than 0, which draw the same set from the same broadcast clusters)."""
     if os.path.exists(fpath):
         stored = read_json(fpath)
         indices = np.asarray(stored["indices"], dtype=np.int64)
-        if stored.get("method") != method or any(items[i][0] != f for i, f in zip(indices, stored["fnames"])):
-            raise UserError(f"{fpath}: this labelled set was drawn for another target or --sample; move it away "
-                            "to draw a new one")
+        if (stored.get("method") != method or stored.get("seed", 0) != seed
+                or any(items[i][0] != f for i, f in zip(indices, stored["fnames"]))):
+            raise UserError(f"{fpath}: this labelled set was drawn for another target, --sample or --label-seed; "
+                            "move it away to draw a new one")
         return indices
-    indices = draw_labelled_set(global_labels, method)
+    indices = draw_labelled_set(global_labels, method, seed)
     if not write:
         return indices
     os.makedirs(os.path.dirname(os.path.abspath(fpath)), exist_ok=True)
-    write_json(fpath, {"method": method, "seed": 0, "indices": indices.tolist(),
+    write_json(fpath, {"method": method, "seed": seed, "indices": indices.tolist(),
                        "fnames": [items[i][0] for i in indices]})
     return indices
 
@@ -126,13 +128,16 @@ class SemiSupervision:
         The iteration at which the labelled set is drawn (5 in the paper's setting).
     iterations : int
         The run's number of iterations, which sets the selection schedule (:func:`num_selected`).
+    seed : int
+        The draw's seed (the release reseeds with 0 there).
     write : bool
         Whether this process stores a new draw (rank 0 only under DDP).
     """
 
     def __init__(self, fpath: str, items: Sequence[Item], sample: str, label_iteration: int, iterations: int,
-                 write: bool = True):
+                 seed: int = 0, write: bool = True):
         self.fpath = fpath
+        self.seed = seed
         self.write = write
         self.items = items
         self.true_ids = np.array([pid for _, pid, _ in items])
@@ -148,7 +153,8 @@ class SemiSupervision:
         """
         if iteration < self.label_iteration:
             return None
-        labelled = load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.write)
+        labelled = load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.seed,
+                                             self.write)
         propagation = propagate_labels(eval_features(pooled), labelled, self.true_ids[labelled])
         n = num_selected(iteration, len(propagation.indices), self.iterations)
         indices = np.concatenate([labelled, propagation.indices[:n]])

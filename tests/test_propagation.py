@@ -42,6 +42,19 @@ def test_labelled_set_is_saved_in_a_new_folder_and_reused(tmp_path):
     assert np.array_equal(load_or_draw_labelled_set(str(fpath), ITEMS, other_clusters, "cluster"), drawn)
 
 
+def test_the_draw_follows_its_seed_and_a_stored_set_of_another_seed_is_refused(tmp_path):
+    many = np.repeat(np.arange(20), 5)
+    items = [(f"img{i}.jpg", int(label), 0) for i, label in enumerate(many)]
+    fpath = tmp_path / "labelled_set.json"
+    drawn = load_or_draw_labelled_set(str(fpath), items, many, "cluster", seed=3)
+    assert np.array_equal(drawn, draw_labelled_set(many, "cluster", seed=3))
+    assert not np.array_equal(drawn, draw_labelled_set(many, "cluster", seed=0))  # 5**20 possible draws
+    assert json.loads(fpath.read_text())["seed"] == 3
+    assert np.array_equal(load_or_draw_labelled_set(str(fpath), items, many, "cluster", seed=3), drawn)
+    with pytest.raises(UserError, match="--label-seed"):
+        load_or_draw_labelled_set(str(fpath), items, many, "cluster", seed=0)
+
+
 def test_stored_set_of_another_target_is_refused(tmp_path):
     fpath = tmp_path / "labelled_set.json"
     load_or_draw_labelled_set(str(fpath), ITEMS, GLOBAL, "cluster")

@@ -8,12 +8,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_sh(tmp_path, **env):
-    """The argument lists run.sh passes to Python, one per step."""
+    """The argument lists run.sh passes to Python, one per step (an ``env`` value of None unsets it)."""
     record = tmp_path / "calls.txt"
+    record.unlink(missing_ok=True)
     stand_in = tmp_path / "python"
     stand_in.write_text(f'#!/usr/bin/env bash\necho "$*" >> {record}\n')
     stand_in.chmod(0o755)
     environment = {**os.environ, "PYTHON": str(stand_in), "LOGS_DIR": str(tmp_path / "logs"), **env}
+    environment = {key: value for key, value in environment.items() if value is not None}
     subprocess.run(["bash", os.path.join(REPO, "run.sh")], check=True, env=environment, capture_output=True)
     return [line.split() for line in record.read_text().splitlines()]
 
@@ -44,3 +46,10 @@ def test_source_model_skips_source_training(tmp_path, pair):
 def test_an_msmt17_target_uses_the_authors_four_gpu_setting(tmp_path):
     _, ssg, _, _ = run_sh(tmp_path, SRC="market1501", TGT="msmt17")
     assert (value(ssg, "--bn-group-size"), value(ssg, "--num-instances")) == ("32", "8")
+
+
+def test_seed_reaches_every_stage_and_names_the_logs_dir(tmp_path):
+    for seed, logs in ((None, "logs/synth_a-synth_b"), ("2", "logs/synth_a-synth_b-seed2")):
+        source, ssg, ssgpp, report = run_sh(tmp_path, SEED=seed, LOGS_DIR=None)
+        assert [value(step, "--seed") for step in (source, ssg, ssgpp)] == [seed or "1"] * 3
+        assert value(ssg, "--logs_dir") == f"{logs}/ssg" and report[-1] == logs
