@@ -10,6 +10,9 @@ best initialised with the before-adaptation top-1), printed it, and that is the 
 ``model_best.pth.tar`` follows the same rule. "last" is the honest figure. With ``--rerank`` the columns with
 k-reciprocal re-ranking follow. For a real dataset pair with a published row (SSG-SPEC section 9: the ICCV 2019
 paper, arXiv 1811.10144) the paper's row and the differences are printed beneath.
+
+It also draws ``LOGS_DIR/report.png``: the target mAP per iteration of SSG and SSG++ against the
+before-adaptation line, with the paper's figures marked for a published pair.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import os
 from reid.utils.args import ArgumentParser
 from reid.utils.errors import UserError
 from reid.utils.logging import read_json
-from reid.utils.plots import iteration_entries
+from reid.utils.plots import StageCurve, iteration_entries, plot_report
 from reid.utils.runtime import run_main
 
 STAGES = ("source", "ssg", "ssgpp")
@@ -117,27 +120,53 @@ def stage_dirs(logs_dir: str) -> list[str]:
     return found
 
 
+def read_stage(stage_dir: str) -> tuple[dict, dict]:
+    """A stage's metrics.json and args.json (empty when missing)."""
+    args_path = os.path.join(stage_dir, "args.json")
+    return read_json(os.path.join(stage_dir, "metrics.json")), read_json(args_path) if os.path.isfile(args_path) else {}
+
+
+def stage_name(args: dict) -> str:
+    return "SSG++" if "label_iteration" in args else "SSG"
+
+
 def report_stage(stage_dir: str) -> str:
     """The table of one stage, read from its metrics.json and args.json."""
-    metrics = read_json(os.path.join(stage_dir, "metrics.json"))
-    args_path = os.path.join(stage_dir, "args.json")
-    args = read_json(args_path) if os.path.isfile(args_path) else {}
+    metrics, args = read_stage(stage_dir)
     if "before" not in metrics:
         title = f"source model: {args.get('dataset', '?')}, epoch selected on "
         title += "the last epoch (--combine-trainval)" if args.get("combine_trainval") else "validation top-1"
         return format_table(f"{title}   ({stage_dir})", source_rows(metrics), iteration_header="epoch")
-    stage = "SSG++" if "label_iteration" in args else "SSG"
+    stage = stage_name(args)
     source, target = args.get("src_dataset", "?"), args.get("tgt_dataset", "?")
     rows = adaptation_rows(metrics)
     rows += paper_rows(stage, source, target, rows)
-    return format_table(f"{stage}: {source} -> {target}   ({stage_dir})", rows)
+    seed = f", seed {args['seed']}" if "seed" in args else ""
+    return format_table(f"{stage}: {source} -> {target}{seed}   ({stage_dir})", rows)
+
+
+def report_figure(stage_dirs: list[str], fpath: str) -> str | None:
+    """Draw ``report.png`` of the adaptation stages among ``stage_dirs``; None when there is none."""
+    curves, pair = [], ("?", "?")
+    for stage_dir in stage_dirs:
+        metrics, args = read_stage(stage_dir)
+        if "before" in metrics:
+            name, pair = stage_name(args), (args.get("src_dataset", "?"), args.get("tgt_dataset", "?"))
+            curves.append(StageCurve(name, metrics, PUBLISHED.get((name, *pair), {}).get("mAP")))
+    if not curves:
+        return None
+    return plot_report(curves, f"{pair[0]} -> {pair[1]}: target mAP per iteration", fpath)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("logs_dir", help="a run's logs dir, or the one run.sh wrote (source/, ssg/, ssgpp/)")
     args = parser.parse_args(argv)
-    print("\n\n".join(report_stage(stage_dir) for stage_dir in stage_dirs(args.logs_dir)))
+    stages = stage_dirs(args.logs_dir)
+    print("\n\n".join(report_stage(stage_dir) for stage_dir in stages))
+    figure = report_figure(stages, os.path.join(args.logs_dir, "report.png"))
+    if figure:
+        print(f"figure: {figure}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 import json
 
 import pytest
+from PIL import Image
 
 from reid.report import BEST_LABEL, best_iteration, main
+from reid.utils import plots
+from reid.utils.logging import read_json
+from reid.utils.plots import StageCurve
 from reid.utils.runtime import run_main
 
 
@@ -82,3 +86,36 @@ def test_a_folder_without_metrics_is_one_line(tmp_path, capsys, content):
         (tmp_path / "ssg").mkdir()
     assert run_main(main, [str(tmp_path)]) == 2
     assert "no metrics.json there" in capsys.readouterr().err
+
+
+def test_report_draws_both_stages_against_the_before_line_and_the_papers_marks(tmp_path, capsys):
+    write_stage(tmp_path / "ssg", SSG_METRICS, src_dataset="dukemtmc", tgt_dataset="market1501", seed=1)
+    semi = {"before": entry(19.1, 46.8), **{f"iteration_{k}": entry(30.0 + 10 * k, 60.0) for k in range(5)}}
+    write_stage(tmp_path / "ssgpp", semi, src_dataset="dukemtmc", tgt_dataset="market1501", label_iteration=5)
+    assert run_main(main, [str(tmp_path)]) == 0
+    assert f"figure: {tmp_path / 'report.png'}" in capsys.readouterr().out
+    with Image.open(tmp_path / "report.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 300
+
+    stages = [StageCurve("SSG", SSG_METRICS, 58.3), StageCurve("SSG++", semi, 68.7)]
+    lines = {line.get_label(): line for line in plots._report_figure(
+        plots._agg_figure_factory()(), stages, "title").axes[0].get_lines()}
+    assert list(lines["SSG (last 58.5)"].get_ydata()) == [20.0, 57.0, 56.0, 59.9, 58.5]
+    assert list(lines["SSG++ (last 70.0)"].get_xdata()) == [0, 1, 2, 3, 4]
+    assert list(lines["before adaptation (19.1)"].get_ydata()) == [19.1, 19.1]
+    assert (list(lines["SSG, paper (58.3)"].get_xdata()), list(lines["SSG++, paper (68.7)"].get_ydata())) == \
+        ([4], [68.7])
+
+
+def test_a_synthetic_pair_gets_a_figure_without_paper_marks_and_a_source_stage_none(tmp_path, capsys):
+    write_stage(tmp_path / "source", {"epochs": [], "selected_epoch": 3, "test_synth_a": entry(90.0, 92.0)},
+                dataset="synth_a")
+    assert run_main(main, [str(tmp_path / "source")]) == 0
+    assert not (tmp_path / "source" / "report.png").exists()
+    write_stage(tmp_path / "ssg", {"before": entry(30.0, 40.0), "iteration_0": entry(35.0, 45.0)},
+                src_dataset="synth_a", tgt_dataset="synth_b", seed=2)
+    assert run_main(main, [str(tmp_path)]) == 0
+    assert "SSG: synth_a -> synth_b, seed 2" in capsys.readouterr().out
+    figure = plots._report_figure(plots._agg_figure_factory()(), [StageCurve("SSG", read_json(
+        str(tmp_path / "ssg" / "metrics.json")))], "title")
+    assert [line.get_label() for line in figure.axes[0].get_lines()] == ["before adaptation (30.0)", "SSG (last 35.0)"]

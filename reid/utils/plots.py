@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 from reid.utils.osutils import write_atomically
@@ -93,6 +94,52 @@ def plot_metrics(metrics: dict, out_dir: str) -> list[str]:
         write_atomically(path, functools.partial(figure.savefig, format="png"))
         paths.append(path)
     return paths
+
+
+@dataclass
+class StageCurve:
+    """One adaptation stage of a report figure: its name (SSG, SSG++), its metrics.json and, for a published
+    pair, the paper's target mAP after the whole run."""
+
+    name: str
+    metrics: dict
+    paper_map: float | None = None
+
+
+STAGE_COLOURS = {"SSG": "tab:blue", "SSG++": "tab:red"}
+
+
+def plot_report(stages: list[StageCurve], title: str, fpath: str) -> str | None:
+    """``report.png``: the target mAP per iteration of each stage against the before-adaptation line, the
+    paper's figure of each stage marked beside its curve. Returns the path, or None without matplotlib."""
+    new_figure = _agg_figure_factory()
+    if new_figure is None:
+        _warn_missing_matplotlib()
+        return None
+    figure = _report_figure(new_figure(), stages, title)
+    write_atomically(fpath, functools.partial(figure.savefig, format="png"))
+    return fpath
+
+
+def _report_figure(figure, stages: list[StageCurve], title: str):
+    axes = figure.add_subplot()
+    before = next((stage.metrics["before"]["mAP"] for stage in stages if "before" in stage.metrics), None)
+    if before is not None:
+        axes.axhline(before, linestyle="--", color="tab:gray", label=f"before adaptation ({before:.1f})")
+    last_iteration = max((k for stage in stages for k, _ in iteration_entries(stage.metrics)), default=0)
+    for stage in stages:
+        entries = iteration_entries(stage.metrics)
+        colour = STAGE_COLOURS.get(stage.name)
+        last = f" (last {entries[-1][1]['mAP']:.1f})" if entries else ""
+        axes.plot([k for k, _ in entries], _series(entries, "mAP"), marker="o", markersize=4, color=colour,
+                  label=stage.name + last)
+        if stage.paper_map is not None:
+            axes.axhline(stage.paper_map, linestyle=":", color=colour)
+            axes.plot([last_iteration], [stage.paper_map], marker="*", markersize=12, linestyle="none",
+                      color=colour, label=f"{stage.name}, paper ({stage.paper_map:.1f})")
+    _style_axes(axes, "target mAP (%)", title)
+    figure.tight_layout()
+    return figure
 
 
 def _series(entries: list[tuple[int, dict]], key: str) -> list[float]:
