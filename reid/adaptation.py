@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reid import models
-from reid.cluster import cluster_labels, compute_eps, count_clusters, pseudo_labels
+from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
 from reid.evaluators import Evaluator, extract_features, type_features
 from reid.rerank import re_ranking
 from reid.utils.args import (
@@ -94,10 +94,12 @@ def check_args(args: argparse.Namespace, world_size: int = 1) -> dict:
 
 @dataclass
 class Grouping:
-    """DBSCAN labels of every target training image (N, S+1), -1 = outlier, and the frozen eps per type."""
+    """DBSCAN labels of every target training image (N, S+1), -1 = outlier, and the frozen eps per type; with
+    the images' true identities, the summary also measures the global clusters against them (a diagnostic)."""
 
     labels: np.ndarray
     eps: list[float]
+    true_ids: np.ndarray | None = None
 
     @functools.cached_property
     def kept(self) -> np.ndarray:
@@ -108,6 +110,8 @@ class Grouping:
         record = {f"eps_{n}": float(e) for n, e in zip(names, self.eps)}
         record.update({f"clusters_{n}": count_clusters(self.labels[:, t]) for t, n in enumerate(names)})
         record["images_kept"] = int(len(self.kept))
+        if self.true_ids is not None:
+            record["pair_precision"], record["pair_recall"] = pair_scores(self.labels[:, 0], self.true_ids)
         return record
 
 
@@ -214,6 +218,13 @@ class AdaptationRun:
         grouping, target_pooled = self_similarity_grouping(self.model, self.source.trainval, self.target.trainval,
                                                            self.runtime, self.args, self.eps)
         self.eps = grouping.eps
+        grouping.true_ids = np.array([pid for _, pid, _ in self.target.trainval])
+        summary = grouping.summary(type_names(self.args.num_split))
+        clusters = ", ".join(f"{key[len('clusters_'):]} {value}" for key, value in summary.items()
+                             if key.startswith("clusters_"))
+        print(f"iteration {iteration}: clusters {clusters}; {summary['images_kept']} of {len(grouping.labels)} "
+              f"images kept; global clusters against the true identities: pair precision "
+              f"{summary['pair_precision']:.1f}%, recall {summary['pair_recall']:.1f}%")
         check_enough_clusters(grouping, self.args, iteration)
         return grouping, target_pooled
 

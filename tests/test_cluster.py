@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from reid.cluster import cluster_labels, compute_eps, count_clusters, pseudo_labels
+from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
 from reid.rerank import re_ranking
 from reid.utils.errors import UserError
 from tests.rerank_reference import clustered_features
@@ -170,3 +170,15 @@ def test_pseudo_labels_refuse_mismatched_types():
 ])
 def test_count_clusters(labels, expected):
     assert count_clusters(np.array(labels)) == expected
+
+
+def test_pair_scores_count_pairs_of_one_cluster_and_one_identity():
+    # Clusters {0, 1, 2} and {3, 4}, outlier 5; people {0, 1}, {2, 3, 4}, {5}.
+    labels = np.array([7, 7, 7, 2, 2, -1])
+    people = np.array([0, 0, 1, 1, 1, 2])
+    precision, recall = pair_scores(labels, people)
+    # Pairs in a cluster: (0,1) (0,2) (1,2) (3,4); of one person among them: (0,1) (3,4). Same-person pairs:
+    # (0,1) (2,3) (2,4) (3,4).
+    assert (precision, recall) == (50.0, 50.0)
+    assert pair_scores(people, people) == (100.0, 100.0)
+    assert pair_scores(np.full(6, -1), people) == (0.0, 0.0)
