@@ -67,12 +67,12 @@ def demo_profile(run_sh: Path = ROOT / "run.sh") -> dict[str, list[str]]:
     return profile
 
 
-def option_value(options: list[str], name: str) -> int:
-    """The integer after the last ``name`` in an option list (argparse keeps the last)."""
+def option_value(options: list[str], name: str) -> str:
+    """The value after the last ``name`` in an option list (argparse keeps the last)."""
     positions = [i for i, option in enumerate(options) if option in (name, name.replace("-", "_"))]
     if not positions:
         raise UserError(f"run.sh's synthetic profile sets no {name}")
-    return int(options[positions[-1] + 1])
+    return options[positions[-1] + 1]
 
 
 class Selected:
@@ -140,7 +140,7 @@ def _semi(profile: dict[str, list[str]]) -> list[str]:
 
 def _label_iteration(iteration: int | str) -> Callable[[dict[str, list[str]]], list[str]]:
     def options(profile: dict[str, list[str]]) -> list[str]:
-        value = option_value(profile["ADAPT"], "--iteration") if iteration == "never" else iteration
+        value = int(option_value(profile["ADAPT"], "--iteration")) if iteration == "never" else iteration
         return [*profile["SEMI"], "--label-iteration", str(value)]
     return options
 
@@ -173,11 +173,11 @@ def source_model(args: argparse.Namespace, profile: dict[str, list[str]]) -> str
     return logs
 
 
-def run_argv(variant: str, seed: int, source: str, args: argparse.Namespace, profile: dict[str, list[str]],
+def run_argv(variant: Variant, seed: int, source: str, args: argparse.Namespace, profile: dict[str, list[str]],
              logs: str) -> list[str]:
     argv = ["--src_dataset", PAIR[0], "--tgt_dataset", PAIR[1], "--resume", source, "--data_dir", args.data_dir,
             "--logs_dir", logs, "--num-split", "2", "--seed", str(seed), *profile["MODEL"], *profile["ADAPT"],
-            *VARIANTS[variant].options(profile)]
+            *variant.options(profile)]
     if os.path.exists(os.path.join(logs, "checkpoint.pth.tar")):  # interrupted: continue where it stopped
         argv += ["--resume-from", logs]
     return argv
@@ -188,9 +188,10 @@ def finished(logs: str, iterations: int) -> bool:
     return os.path.exists(fpath) and f"iteration_{iterations - 1}" in read_json(fpath)
 
 
-def run_all(args: argparse.Namespace, profile: dict[str, list[str]]) -> dict[str, float]:
-    """Runs every (variant, seed) not finished yet; returns the wall time of those it ran."""
-    iterations = option_value(profile["ADAPT"], "--iteration")
+def run_all(args: argparse.Namespace, profile: dict[str, list[str]],
+            variants: dict[str, Variant] = VARIANTS) -> dict[str, float]:
+    """Runs every (variant, seed) of ``args`` not finished yet; returns the wall time of those it ran."""
+    iterations = int(option_value(profile["ADAPT"], "--iteration"))
     source = source_model(args, profile)
     seconds = {}
     for seed in args.seeds:  # seed-major: the first seed of every variant gives a first table early
@@ -200,10 +201,10 @@ def run_all(args: argparse.Namespace, profile: dict[str, list[str]]) -> dict[str
                 continue
             print(f"=== {variant}, seed {seed} ===", flush=True)
             start = time.time()
-            argv = run_argv(variant, seed, source, args, profile, logs)
+            argv = run_argv(variants[variant], seed, source, args, profile, logs)
             saved, sys.argv = sys.argv, [f"ssgpp_ablation:{variant}", *argv]  # the run's log.txt shows its options
             try:
-                status = run_main(VARIANTS[variant].main, argv)
+                status = run_main(variants[variant].main, argv)
             finally:
                 sys.argv = saved
             if status == INTERRUPTED:
@@ -230,7 +231,7 @@ def collect(args: argparse.Namespace) -> dict[str, dict]:
     return results
 
 
-def _mean_series(runs: dict, key: str) -> list[float | None]:
+def mean_series(runs: dict, key: str) -> list[float | None]:
     length = min(len(run["iterations"]) for run in runs.values())
     series = []
     for k in range(length):
@@ -240,11 +241,12 @@ def _mean_series(runs: dict, key: str) -> list[float | None]:
     return series
 
 
-def _format(values: list[float | None]) -> str:
-    return " ".join("-" if v is None else f"{v:.1f}" for v in values)
+def series_text(values: list[float | None], number: str = "{:.1f}") -> str:
+    """Values side by side, ``-`` where one is missing."""
+    return " ".join("-" if v is None else number.format(v) for v in values)
 
 
-def format_table(results: dict[str, dict]) -> str:
+def format_table(results: dict[str, dict], variants: dict[str, Variant] = VARIANTS) -> str:
     """One markdown row per variant: means over seeds per iteration, each seed's last mAP, the propagation."""
     lines = ["| variant | seeds | mAP per iteration | top-1 per iteration | last mAP per seed | mean last mAP "
              "| propagated labels per iteration (% correct) |", "| --- | --- | --- | --- | --- | ---: | --- |"]
@@ -253,10 +255,10 @@ def format_table(results: dict[str, dict]) -> str:
             continue
         last = [run["iterations"][-1]["mAP"] for run in runs.values() if run["iterations"]]
         propagated = [f"{n:.0f} ({a:.0f}%)" if a is not None else "-"
-                      for n, a in zip(_mean_series(runs, "propagated"), _mean_series(runs, "propagated_accuracy"))
+                      for n, a in zip(mean_series(runs, "propagated"), mean_series(runs, "propagated_accuracy"))
                       if n is not None]
-        cells = [VARIANTS[variant].description, ", ".join(map(str, runs)), _format(_mean_series(runs, "mAP")),
-                 _format(_mean_series(runs, "top1")), _format(last), f"{np.mean(last):.1f}",
+        cells = [variants[variant].description, ", ".join(map(str, runs)), series_text(mean_series(runs, "mAP")),
+                 series_text(mean_series(runs, "top1")), series_text(last), f"{np.mean(last):.1f}",
                  " ".join(propagated) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     before = next((run["before"] for runs in results.values() for run in runs.values() if run.get("before")), None)
@@ -265,23 +267,25 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, variants: dict[str, Variant] = VARIANTS,
+               logs_name: str = "ssgpp_ablation", description: str = __doc__) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", "--data_dir", default=str(ROOT / "data"))
-    parser.add_argument("--logs-dir", "--logs_dir", default=str(ROOT / "logs" / "ssgpp_ablation"))
+    parser.add_argument("--logs-dir", "--logs_dir", default=str(ROOT / "logs" / logs_name))
     parser.add_argument("--source-model", "--source_model", default="",
                         help="source checkpoint or logs dir (default: train one with run.sh's synthetic profile)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(variants), default=list(variants))
     parser.add_argument("--table-only", "--table_only", action="store_true", help="print the table of finished runs")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    seconds = {} if args.table_only else run_all(args, demo_profile())
+def run_study(args: argparse.Namespace, variants: dict[str, Variant] = VARIANTS,
+              table_of: Callable[[dict[str, dict], dict[str, Variant]], str] = format_table) -> None:
+    """Run the variants not finished yet, print their table and write it with the records under the logs dir."""
+    seconds = {} if args.table_only else run_all(args, demo_profile(), variants)
     results = collect(args)
-    table = format_table(results)
+    table = table_of(results, variants)
     print(table)
     os.makedirs(args.logs_dir, exist_ok=True)
     write_atomically(os.path.join(args.logs_dir, "ablation.md"), lambda tmp: Path(tmp).write_text(table + "\n"))
@@ -289,6 +293,10 @@ def main(argv: list[str] | None = None) -> None:
     record = read_json(fpath) if os.path.exists(fpath) else {}
     record.update(results=results, seconds={**record.get("seconds", {}), **seconds})
     write_json(fpath, record)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_study(parse_args(argv))
 
 
 if __name__ == "__main__":
