@@ -3,7 +3,8 @@
 Iterations before ``--label-iteration`` are plain SSG. Then one target image per global cluster is labelled
 (``--sample cluster``; ``random`` draws as many images uniformly), saved under the logs dir, and every
 iteration propagates those labels to the most confident unlabelled images (1/``--iteration`` of them more
-each iteration, all of them at the last); a labelled batch joins each cluster batch in the loss.
+each iteration, all of them at the last); a labelled batch (each image a random crop of the raw
+image) joins each cluster batch in the loss.
 
     python semitraining.py --src_dataset dukemtmc --tgt_dataset market1501 --resume logs/dukemtmc \\
         --iteration 30 --data_dir data --logs_dir logs/duke2market_semi --gpu-devices 0,1 --num-split 2 \\
@@ -56,7 +57,7 @@ def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
         selection = supervision.select(iteration, grouping.labels[:, 0], target_pooled)
         if selection is not None:
             print_digest(run.runtime, "labelled set", np.stack([selection.indices, selection.labels]))
-            labelled = run.loader(selection.indices, selection.labels, iteration, random_crop=True)
+            labelled = run.loader(selection.indices, selection.labels, iteration, crop="raw")
             batches, trainer = JointBatches(batches, labelled), semi_trainer
             record.update(selection.summary())
         for epoch in range(args.epochs):
