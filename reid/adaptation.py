@@ -217,12 +217,14 @@ class AdaptationRun:
         check_enough_clusters(grouping, self.args, iteration)
         return grouping, target_pooled
 
-    def loader(self, indices: np.ndarray, labels: np.ndarray, iteration: int, crop: Crop = "none"):
-        """Identity-balanced batches of the target images ``indices`` with ``labels`` (one row per image)."""
+    def loader(self, indices: np.ndarray, labels: np.ndarray, iteration: int, crop: Crop = "none",
+               num_instances: int | None = None):
+        """Identity-balanced batches of the target images ``indices`` with ``labels`` (one row per image),
+        ``num_instances`` images per identity (default ``--num-instances``)."""
         args = self.args
         return identity_loader([self.target.trainval[i] for i in indices],
                                train_transform(args.height, args.width, crop=crop), self.runtime, args.batch_size,
-                               args.num_instances, args.workers, args.seed + iteration, labels)
+                               num_instances or args.num_instances, args.workers, args.seed + iteration, labels)
 
     def evaluate(self, iteration: int) -> dict:
         """Target mAP and CMC; the last iteration also saves features and draws ranked lists when asked."""
