@@ -3,7 +3,8 @@
 Iterations before ``--label-iteration`` are plain SSG. Then one target image per global cluster is labelled
 (``--sample cluster``; ``random`` draws as many images uniformly), saved under the logs dir, and every
 iteration propagates those labels to the most confident unlabelled images (1/``--iteration`` of them more
-each iteration, all of them at the last); a labelled batch joins each cluster batch in the loss.
+each iteration, all of them at the last); a labelled batch (4 images per identity whatever --num-instances
+is, each a random crop of the raw image) joins each cluster batch in the loss.
 
     python semitraining.py --src_dataset dukemtmc --tgt_dataset market1501 --resume logs/dukemtmc \\
         --iteration 30 --data_dir data --logs_dir logs/duke2market_semi --gpu-devices 0,1 --num-split 2 \\
@@ -18,8 +19,9 @@ import numpy as np
 
 from reid.adaptation import AdaptationRun, build_parser, print_digest, type_names
 from reid.propagation import SAMPLE_METHODS, SemiSupervision
-from reid.trainers import JointBatches, SemiTrainer, SSGTrainer
+from reid.trainers import LABELLED_INSTANCES, JointBatches, SemiTrainer, SSGTrainer
 from reid.utils.args import add
+from reid.utils.experiment import check_batch
 from reid.utils.runtime import run_main
 
 
@@ -61,7 +63,8 @@ def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
         selection = supervision.select(iteration, grouping.labels[:, 0], target_pooled)
         if selection is not None:
             print_digest(run.runtime, "labelled set", np.stack([selection.indices, selection.labels]))
-            labelled = run.loader(selection.indices, selection.labels, iteration, random_crop=True)
+            labelled = run.loader(selection.indices, selection.labels, iteration, crop="raw",
+                                  num_instances=LABELLED_INSTANCES)
             batches, trainer = JointBatches(batches, labelled), semi_trainer
             record.update(selection.summary())
         for epoch in range(args.epochs):
@@ -73,7 +76,10 @@ def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = AdaptationRun(parse_args(argv))  # checks, logs, datasets, source model, before-adaptation evaluation
+    args = parse_args(argv)
+    check_batch(args.batch_size, LABELLED_INSTANCES, int(os.environ.get("WORLD_SIZE", "1")),
+                what="the labelled loader's images per identity,")
+    run = AdaptationRun(args)  # checks, logs, datasets, source model, before-adaptation evaluation
     train(run, semi_supervision(run))
 
 

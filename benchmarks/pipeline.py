@@ -333,7 +333,7 @@ def time_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runt
     labels = np.repeat([[pid] for _, pid, _ in target.trainval], NUM_SPLIT + 1, axis=1)
 
     def loader():
-        return identity_loader(target.trainval, train_transform(args.height, args.width, random_crop=False),
+        return identity_loader(target.trainval, train_transform(args.height, args.width, crop="none"),
                                runtime, args.batch_size, NUM_INSTANCES, args.workers, args.seed, labels)
 
     trainer = SSGTrainer(model, runtime, margin=0.5, num_instances=NUM_INSTANCES, amp=args.amp, print_freq=10**9)

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{mode.name:<22}{rates[mode]:>10.1f}{ratios[0]:>10}{ratios[1]:>14}")
     if args.dataset:
         print(f"data pipeline alone ({args.workers} workers, {args.dataset}, one epoch), img/s:")
-        for name, transform in (("training", train_transform(args.height, args.width, random_crop=False)),
+        for name, transform in (("training", train_transform(args.height, args.width, crop="none")),
                                 ("feature extraction", test_transform(args.height, args.width))):
             whole = loader_images_per_second(args, transform)
             half = loader_images_per_second(args, transform.on_host)

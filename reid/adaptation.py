@@ -35,7 +35,7 @@ from reid.utils.args import (
 )
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
-from reid.utils.data.transforms import train_transform
+from reid.utils.data.transforms import Crop, train_transform
 from reid.utils.errors import UserError
 from reid.utils.experiment import (
     WEIGHT_KEYS,
@@ -228,12 +228,14 @@ class AdaptationRun:
         check_enough_clusters(grouping, self.args, iteration)
         return grouping, target_pooled
 
-    def loader(self, indices: np.ndarray, labels: np.ndarray, iteration: int, random_crop: bool = False):
-        """Identity-balanced batches of the target images ``indices`` with ``labels`` (one row per image)."""
+    def loader(self, indices: np.ndarray, labels: np.ndarray, iteration: int, crop: Crop = "none",
+               num_instances: int | None = None):
+        """Identity-balanced batches of the target images ``indices`` with ``labels`` (one row per image),
+        ``num_instances`` images per identity (default ``--num-instances``)."""
         args = self.args
         return identity_loader([self.target.trainval[i] for i in indices],
-                               train_transform(args.height, args.width, random_crop=random_crop), self.runtime,
-                               args.batch_size, args.num_instances, args.workers, args.seed + iteration, labels)
+                               train_transform(args.height, args.width, crop=crop), self.runtime, args.batch_size,
+                               num_instances or args.num_instances, args.workers, args.seed + iteration, labels)
 
     def evaluate(self, iteration: int) -> dict:
         """Target mAP and CMC; the last iteration also saves features and draws ranked lists when asked."""

@@ -8,11 +8,12 @@ CMC top-1/5/10 before adaptation, after the last iteration, and at the best iter
 labels to validate on, so the released code picked that best iteration by top-1 on the target *test* set (the
 best initialised with the before-adaptation top-1), printed it, and that is the figure the paper reports;
 ``model_best.pth.tar`` follows the same rule. "last" is the honest figure. With ``--rerank`` the columns with
-k-reciprocal re-ranking follow. For a real dataset pair with a published row (SSG-SPEC section 9: the ICCV 2019
-paper, arXiv 1811.10144) the paper's row and the differences are printed beneath.
+k-reciprocal re-ranking follow. For a published pair (SSG-SPEC section 9: the table of the authors' SSG README)
+the published before-adaptation row and the stage's row are printed beneath, with the differences; a source
+model tested on its own dataset gets the README's source-only row and the difference.
 
 It also draws ``LOGS_DIR/report.png``: the target mAP per iteration of SSG and SSG++ against the
-before-adaptation line, with the paper's figures marked for a published pair.
+before-adaptation line, with the published figures marked for a published pair.
 """
 from __future__ import annotations
 
@@ -29,17 +30,29 @@ METRICS = ("mAP", "top1", "top5", "top10")
 HEADERS = ("mAP", "top-1", "top-5", "top-10")
 RERANK_SUFFIX = "_rerank"
 BEST_LABEL = "best (selected on the target test set, as the original)"
-# The ICCV 2019 paper's results after adaptation, in percent (SSG-SPEC section 9). For SSG++ the abstract gives
-# the gain in mAP over SSG only (+10.7 Duke->Market, +6.9 Market->Duke), so only mAP is listed.
+DIFFERENCE_SUFFIX = " - published"
+# The table of the authors' SSG README (SSG-SPEC section 9), in percent, by stage ("before" adaptation, "SSG",
+# "SSG++") and (source, target): R1 and mAP, and for SSG the R5/R10 that the ICCV 2019 paper adds to the same row.
 PUBLISHED: dict[tuple[str, str, str], dict[str, float]] = {
-    ("SSG", "dukemtmc", "market1501"): {"mAP": 58.3, "top1": 80.0, "top5": 90.0, "top10": 92.4},
+    ("before", "market1501", "dukemtmc"): {"mAP": 16.1, "top1": 30.5},
     ("SSG", "market1501", "dukemtmc"): {"mAP": 53.4, "top1": 73.0, "top10": 83.2},
+    ("SSG++", "market1501", "dukemtmc"): {"mAP": 60.3, "top1": 76.0},
+    ("before", "dukemtmc", "market1501"): {"mAP": 26.6, "top1": 54.6},
+    ("SSG", "dukemtmc", "market1501"): {"mAP": 58.3, "top1": 80.0, "top5": 90.0, "top10": 92.4},
+    ("SSG++", "dukemtmc", "market1501"): {"mAP": 68.7, "top1": 86.2},
+    ("before", "market1501", "msmt17"): {"mAP": 2.7, "top1": 8.6},
     ("SSG", "market1501", "msmt17"): {"mAP": 13.2, "top1": 31.6},
+    ("SSG++", "market1501", "msmt17"): {"mAP": 16.6, "top1": 37.6},
+    ("before", "dukemtmc", "msmt17"): {"mAP": 3.82, "top1": 12.38},
     ("SSG", "dukemtmc", "msmt17"): {"mAP": 13.3, "top1": 32.2},
-    ("SSG++", "dukemtmc", "market1501"): {"mAP": 58.3 + 10.7},
-    ("SSG++", "market1501", "dukemtmc"): {"mAP": 53.4 + 6.9},
+    ("SSG++", "dukemtmc", "msmt17"): {"mAP": 18.3, "top1": 41.6},
 }
-PAPER_LABEL = {"SSG": "paper (ICCV 2019)", "SSG++": "paper (ICCV 2019 abstract: SSG + gain)"}
+# The SSG README's source-only row: the source model tested on its own dataset, in percent.
+PUBLISHED_SOURCE: dict[str, dict[str, float]] = {
+    "dukemtmc": {"mAP": 70.5, "top1": 82.6},
+    "market1501": {"mAP": 80.8, "top1": 92.5},
+    "msmt17": {"mAP": 48.6, "top1": 73.6},
+}
 
 Row = tuple[str, str, "dict | None"]  # label, iteration, metrics
 
@@ -67,25 +80,37 @@ def adaptation_rows(metrics: dict) -> list[Row]:
     return rows
 
 
-def paper_rows(stage: str, source: str, target: str, rows: list[Row]) -> list[Row]:
-    """The published row of this pair and the differences of the last and best rows to it."""
-    published = PUBLISHED.get((stage, source, target))
-    if not published:
+def difference(label: str, iteration: str, metrics: dict, published: dict[str, float]) -> Row:
+    """``metrics`` less ``published``, on the metrics that were published."""
+    return (f"{label}{DIFFERENCE_SUFFIX}", iteration, {k: metrics[k] - v for k, v in published.items()})
+
+
+def published_rows(stage: str, source: str, target: str, rows: list[Row]) -> list[Row]:
+    """The README's before-adaptation row and this stage's row for the pair, then the differences of the
+    before-adaptation row to the first and of the last and best rows to the second."""
+    before, after = PUBLISHED.get(("before", source, target)), PUBLISHED.get((stage, source, target))
+    if not before or not after:
         return []
+    published = [("published before adaptation", "-", before), (f"published {stage}", "-", after)]
     differences = []
-    for label, iteration, metrics in rows[1:]:
+    for label, iteration, metrics in rows:
         if metrics:
-            name = label.split(" ")[0]
-            differences.append((f"{name} - paper", iteration, {k: metrics[k] - v for k, v in published.items()}))
-    return [(PAPER_LABEL[stage], "-", published), *differences]
+            name = label if label == "before adaptation" else label.split(" ")[0]
+            differences.append(difference(name, iteration, metrics, before if name == "before adaptation" else after))
+    return published + differences
 
 
-def source_rows(metrics: dict) -> list[Row]:
-    """One row per dataset the selected source model was tested on."""
+def source_rows(metrics: dict, dataset: str) -> list[Row]:
+    """One row per dataset the selected source model was tested on; for ``dataset`` itself the README's
+    source-only row and the difference follow."""
     selected = metrics.get("selected_epoch")
     epoch = "-" if selected is None else str(selected)
-    return [(f"test on {key[len('test_'):]}", epoch, entry) for key, entry in metrics.items()
-            if key.startswith("test_")]
+    rows: list[Row] = [(f"test on {key[len('test_'):]}", epoch, entry) for key, entry in metrics.items()
+                       if key.startswith("test_")]
+    own, published = metrics.get(f"test_{dataset}"), PUBLISHED_SOURCE.get(dataset)
+    if own and published:
+        rows += [("published source only", "-", published), difference(f"test on {dataset}", epoch, own, published)]
+    return rows
 
 
 def format_table(title: str, rows: list[Row], iteration_header: str = "iteration") -> str:
@@ -96,7 +121,7 @@ def format_table(title: str, rows: list[Row], iteration_header: str = "iteration
     width = max(len(label) for label, _, _ in rows) + 2
     lines = [title, f"{'':<{width}}{iteration_header:>9}" + "".join(f"{header:>10}" for header in headers)]
     for label, iteration, metrics in rows:
-        signed = label.endswith("- paper")
+        signed = label.endswith(DIFFERENCE_SUFFIX)
         cells = [_cell((metrics or {}).get(key), signed) for key in keys]
         lines.append(f"{label:<{width}}{iteration:>9}" + "".join(f"{cell:>10}" for cell in cells))
     return "\n".join(lines)
@@ -136,11 +161,12 @@ def report_stage(stage_dir: str) -> str:
     if "before" not in metrics:
         title = f"source model: {args.get('dataset', '?')}, epoch selected on "
         title += "the last epoch (--combine-trainval)" if args.get("combine_trainval") else "validation top-1"
-        return format_table(f"{title}   ({stage_dir})", source_rows(metrics), iteration_header="epoch")
+        rows = source_rows(metrics, args.get("dataset", "?"))
+        return format_table(f"{title}   ({stage_dir})", rows, iteration_header="epoch")
     stage = stage_name(args)
     source, target = args.get("src_dataset", "?"), args.get("tgt_dataset", "?")
     rows = adaptation_rows(metrics)
-    rows += paper_rows(stage, source, target, rows)
+    rows += published_rows(stage, source, target, rows)
     seed = f", seed {args['seed']}" if "seed" in args else ""
     return format_table(f"{stage}: {source} -> {target}{seed}   ({stage_dir})", rows)
 

@@ -20,6 +20,8 @@ from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime, amp_dtype, to_device
 
 Stats = dict[str, float]
+# SSG++'s labelled loader takes this many images per identity whatever --num-instances is (spec section 5).
+LABELLED_INSTANCES = 4
 BatchStats = dict[str, torch.Tensor]
 
 
@@ -128,14 +130,21 @@ class SSGTrainer(BaseTrainer):
 class SemiTrainer(SSGTrainer):
     """SSG++: the SSG loss on a cluster batch plus ``T(x2, y) + sum_f T(pool_f, y)`` on a labelled batch.
 
-    :meth:`train` takes :class:`JointBatches` of the two loaders.
+    :meth:`train` takes :class:`JointBatches` of the two loaders. A labelled batch is made of blocks of
+    :data:`LABELLED_INSTANCES` images of one identity, whatever ``num_instances`` says of the cluster batches:
+    blocks of ``num_instances`` there would mix two identities in one block.
     """
+
+    def __init__(self, model: nn.Module, runtime: Runtime, margin: float = 0.5, num_instances: int = 4,
+                 **kwargs):
+        super().__init__(model, runtime, margin, num_instances, **kwargs)
+        self.labelled_triplet = TripletLoss(margin, mining="block", num_instances=LABELLED_INSTANCES)
 
     def loss(self, batch) -> tuple[torch.Tensor, BatchStats]:
         cluster_batch, labelled_batch = batch
         cluster_loss, stats = super().loss(cluster_batch)
         output, labels = self._forward(labelled_batch)
-        labelled_loss, precision = part_triplet_terms(self.triplet, output, labels)
+        labelled_loss, precision = part_triplet_terms(self.labelled_triplet, output, labels)
         return cluster_loss + labelled_loss, {"prec": stats["prec"], "labelled_prec": precision}
 
 

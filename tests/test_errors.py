@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import selftraining
+import semitraining
 import source_train
 from reid import models
 from reid.adaptation import Grouping, check_enough_clusters
@@ -74,6 +75,13 @@ def test_batch_must_be_a_multiple_of_num_instances(tmp_path, capsys):
     status, lines = run(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "-b", "10",
                                             "--num-instances", "4", *SMALL], capsys)
     assert_one_line(status, lines, "--batch-size 10", "--num-instances 4")
+
+
+def test_ssgpp_batch_must_hold_whole_labelled_identities_of_four(tmp_path, tiny_pair, source_checkpoint, capsys):
+    argv = adapt_args(tiny_pair, tmp_path, source_checkpoint, "-b", "6", "--num-instances", "3", "--bn-group-size", "6")
+    status, lines = run(semitraining.main, argv, capsys)
+    assert_one_line(status, lines, "--batch-size 6", "labelled loader's images per identity, 4")
+    assert not (tmp_path / "log.txt").exists()  # refused before the run started
 
 
 def test_bn_groups_must_tile_the_batch(tmp_path, tiny_pair, source_checkpoint, capsys):

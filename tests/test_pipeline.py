@@ -11,6 +11,7 @@ import source_train
 from reid import datasets, models
 from reid.evaluators import Evaluator
 from reid.report import best_iteration
+from reid.trainers import SemiTrainer
 from reid.utils.runtime import Runtime, run_main
 
 SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0",
@@ -150,11 +151,23 @@ def test_selftraining_writes_complete_metrics(ssg_logs):
         assert torch.load(tmp_path / "model_best.pth.tar", weights_only=False)["epoch"] == best + 1
 
 
-def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, source_logs, tmp_path):
+def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, source_logs, tmp_path, monkeypatch):
+    labelled_batches = []
+    loss = SemiTrainer.loss
+
+    def recording(self, batch):
+        labelled_batches.append(batch[1][2])
+        return loss(self, batch)
+
+    monkeypatch.setattr(SemiTrainer, "loss", recording)
     logs = tmp_path / "fresh" / "semi"
     argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(logs),
-            "--label-iteration", "1", "--sample", "cluster", *SMALL]
+            "--label-iteration", "1", "--sample", "cluster", "-b", "16", "--num-instances", "8", *SMALL]
     assert run_main(semitraining.main, argv) == 0
+    assert labelled_batches
+    for labels in labelled_batches:  # 4 identities x 4 images, whatever --num-instances
+        blocks = labels.view(4, 4)
+        assert torch.all(blocks == blocks[:, :1]) and len(set(blocks[:, 0].tolist())) == 4
     metrics = read_metrics(logs)
     assert list(metrics) == ["before", "iteration_0", "iteration_1"]
     assert "labelled" not in metrics["iteration_0"]

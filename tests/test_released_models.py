@@ -8,6 +8,7 @@ import selftraining
 import semitraining
 import source_train
 from reid import models
+from reid.utils.errors import UserError
 from reid.utils.runtime import run_main
 from reid.utils.serialization import load_checkpoint, load_model_weights
 from tests.released_checkpoint import write_released_checkpoint
@@ -15,16 +16,35 @@ from tests.released_checkpoint import write_released_checkpoint
 TINY_RESNET50 = ["-a", "resnet50", "--height", "64", "--width", "32", "--workers", "0", "--print-freq", "100"]
 
 
-@pytest.mark.parametrize("num_classes", [702, 751])
-def test_released_layout_loads_into_the_adaptation_model(tmp_path, num_classes):
+@pytest.mark.parametrize(("num_classes", "pytorch", "python"),
+                         [(702, "0.4.1", 3), (751, "0.4.1", 2), (702, "0.4.0", 3), (751, "0.4.0", 2)])
+def test_every_file_the_release_could_have_written_loads_into_the_adaptation_model(tmp_path, num_classes, pytorch,
+                                                                                   python):
     path = tmp_path / "released.pth.tar"
-    written = write_released_checkpoint(path, num_classes)
+    written = write_released_checkpoint(path, num_classes, pytorch=pytorch, python=python)
+    if python == 2:  # byte strings that are not UTF-8: PyTorch's default reading fails
+        with pytest.raises(UnicodeDecodeError):
+            torch.load(path, weights_only=False)
     checkpoint = load_checkpoint(str(path))
     assert float(checkpoint["best_top1"]) == pytest.approx(0.808) and checkpoint["epoch"] == 150
     model = models.create("resnet50", num_split=2, num_features=2048, pretrained=False)
+    tracked = [key for key in model.state_dict() if key.endswith("num_batches_tracked")]
+    assert len(tracked) == 54 and (f"module.{tracked[0]}" in written) == (pytorch == "0.4.1")
+    for key in tracked:
+        model.state_dict()[key].fill_(7)
     load_model_weights(model, checkpoint["state_dict"], str(path))
     for key, value in model.state_dict().items():
-        assert torch.equal(value, written[f"module.{key}"]), key
+        assert torch.equal(value, written.get(f"module.{key}", torch.tensor(0))), key
+
+
+def test_a_python2_file_missing_a_weight_names_it_in_one_line(tmp_path):
+    path = tmp_path / "released.pth.tar"
+    write_released_checkpoint(path, 702, pytorch="0.4.0", python=2)
+    checkpoint = load_checkpoint(str(path))
+    del checkpoint["state_dict"]["module.base.layer4.2.bn3.running_var"]
+    model = models.create("resnet50", num_split=2, num_features=2048, pretrained=False)
+    with pytest.raises(UserError, match=r"do not fit this model \(missing \['base.layer4.2.bn3.running_var'\]\)"):
+        load_model_weights(model, checkpoint["state_dict"], str(path))
 
 
 def test_a_model_with_a_classifier_names_the_missing_head(tmp_path):
@@ -38,7 +58,7 @@ def test_a_model_with_a_classifier_names_the_missing_head(tmp_path):
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     path = tmp_path_factory.mktemp("released") / "dukemtmc_trained.pth.tar"
-    write_released_checkpoint(path, 702)
+    write_released_checkpoint(path, 702, pytorch="0.4.0", python=2)  # the file hardest to read
     return path
 
 

@@ -1,10 +1,10 @@
-"""python -m reid.report on hand-made logs: before / last / best rows, the paper's row and the differences."""
+"""python -m reid.report on hand-made logs: before / last / best rows, the published rows and the differences."""
 import json
 
 import pytest
 from PIL import Image
 
-from reid.report import BEST_LABEL, best_iteration, main
+from reid.report import BEST_LABEL, PUBLISHED, PUBLISHED_SOURCE, best_iteration, main
 from reid.utils import plots
 from reid.utils.logging import read_json
 from reid.utils.plots import StageCurve
@@ -40,7 +40,7 @@ def test_best_is_the_first_iteration_of_the_highest_top1_above_the_source_model(
     assert best_iteration({"before": entry(30, 50), "iteration_0": entry(31, 49.9)}) == (None, None)
 
 
-def test_adaptation_stage_prints_before_last_best_and_the_papers_row(tmp_path, capsys):
+def test_adaptation_stage_prints_before_last_best_and_the_published_rows(tmp_path, capsys):
     write_stage(tmp_path, SSG_METRICS, src_dataset="dukemtmc", tgt_dataset="market1501")
     assert run_main(main, [str(tmp_path)]) == 0
     output = capsys.readouterr().out
@@ -48,12 +48,14 @@ def test_adaptation_stage_prints_before_last_best_and_the_papers_row(tmp_path, c
     assert table_row(output, "before adaptation") == ["-", "19.1", "46.8", "56.8", "61.8"]
     assert table_row(output, "last") == ["4", "58.5", "79.5", "89.5", "94.5"]
     assert table_row(output, BEST_LABEL) == ["1", "57.0", "81.5", "91.5", "96.5"]
-    assert table_row(output, "paper (ICCV 2019)") == ["-", "58.3", "80.0", "90.0", "92.4"]
-    assert table_row(output, "last - paper") == ["4", "+0.2", "-0.5", "-0.5", "+2.1"]
-    assert table_row(output, "best - paper") == ["1", "-1.3", "+1.5", "+1.5", "+4.1"]
+    assert table_row(output, "published before adaptation") == ["-", "26.6", "54.6", "-", "-"]
+    assert table_row(output, "published SSG") == ["-", "58.3", "80.0", "90.0", "92.4"]
+    assert table_row(output, "before adaptation - published") == ["-", "-7.5", "-7.8", "-", "-"]
+    assert table_row(output, "last - published") == ["4", "+0.2", "-0.5", "-0.5", "+2.1"]
+    assert table_row(output, "best - published") == ["1", "-1.3", "+1.5", "+1.5", "+4.1"]
 
 
-def test_run_sh_logs_report_every_stage_and_ssgpp_has_only_the_published_map(tmp_path, capsys):
+def test_run_sh_logs_report_every_stage_beside_the_readmes_table(tmp_path, capsys):
     write_stage(tmp_path / "source", {"epochs": [], "selected_epoch": 41, "test_market1501": entry(78.0, 91.0),
                                       "test_dukemtmc": entry(19.0, 46.0)}, dataset="market1501")
     write_stage(tmp_path / "ssg", SSG_METRICS, src_dataset="market1501", tgt_dataset="dukemtmc")
@@ -64,9 +66,29 @@ def test_run_sh_logs_report_every_stage_and_ssgpp_has_only_the_published_map(tmp
     source, ssg, ssgpp = output.split("\n\n")
     assert "selected on validation top-1" in source
     assert table_row(source, "test on market1501") == ["41", "78.0", "91.0", "101.0", "106.0"]
-    assert table_row(ssg, "paper (ICCV 2019)") == ["-", "53.4", "73.0", "-", "83.2"]
+    assert table_row(source, "published source only") == ["-", "80.8", "92.5", "-", "-"]
+    assert table_row(source, "test on market1501 - published") == ["41", "-2.8", "-1.5", "-", "-"]
+    assert "test on dukemtmc - published" not in source  # the README has no cross-domain source-only row
+    assert table_row(ssg, "published before adaptation") == ["-", "16.1", "30.5", "-", "-"]
+    assert table_row(ssg, "published SSG") == ["-", "53.4", "73.0", "-", "83.2"]
     assert ssgpp.startswith("SSG++: market1501 -> dukemtmc")
-    assert table_row(ssgpp, "best - paper") == ["0", "+0.7", "-", "-", "-"]
+    assert table_row(ssgpp, "published SSG++") == ["-", "60.3", "76.0", "-", "-"]
+    assert table_row(ssgpp, "best - published") == ["0", "+0.7", "+4.0", "-", "-"]
+    assert table_row(ssgpp, "before adaptation - published") == ["-", "+3.0", "+16.3", "-", "-"]
+
+
+@pytest.mark.parametrize(("source", "target", "before", "ssg", "ssgpp"), [
+    ("market1501", "dukemtmc", (16.1, 30.5), (53.4, 73.0), (60.3, 76.0)),
+    ("dukemtmc", "market1501", (26.6, 54.6), (58.3, 80.0), (68.7, 86.2)),
+    ("market1501", "msmt17", (2.7, 8.6), (13.2, 31.6), (16.6, 37.6)),
+    ("dukemtmc", "msmt17", (3.82, 12.38), (13.3, 32.2), (18.3, 41.6)),
+])
+def test_the_published_table_is_the_ssg_readmes(source, target, before, ssg, ssgpp):
+    for stage, (m_ap, top1) in (("before", before), ("SSG", ssg), ("SSG++", ssgpp)):
+        published = PUBLISHED[(stage, source, target)]
+        assert (published["mAP"], published["top1"]) == (m_ap, top1)
+    assert {(dataset, row["top1"], row["mAP"]) for dataset, row in PUBLISHED_SOURCE.items()} == {
+        ("dukemtmc", 82.6, 70.5), ("market1501", 92.5, 80.8), ("msmt17", 73.6, 48.6)}
 
 
 def test_a_synthetic_pair_has_no_paper_row_and_rerank_columns_appear(tmp_path, capsys):
@@ -76,7 +98,7 @@ def test_a_synthetic_pair_has_no_paper_row_and_rerank_columns_appear(tmp_path, c
     write_stage(tmp_path, metrics, src_dataset="synth_a", tgt_dataset="synth_b")
     assert run_main(main, [str(tmp_path)]) == 0
     output = capsys.readouterr().out
-    assert "paper" not in output and "rr mAP" in output
+    assert "published" not in output and "rr mAP" in output
     assert table_row(output, "last") == ["0", "36.8", "43.3", "53.3", "58.3", "40.1", "45.5", "60.0", "70.0"]
 
 
@@ -103,7 +125,7 @@ def test_report_draws_both_stages_against_the_before_line_and_the_papers_marks(t
     assert list(lines["SSG (last 58.5)"].get_ydata()) == [20.0, 57.0, 56.0, 59.9, 58.5]
     assert list(lines["SSG++ (last 70.0)"].get_xdata()) == [0, 1, 2, 3, 4]
     assert list(lines["before adaptation (19.1)"].get_ydata()) == [19.1, 19.1]
-    assert (list(lines["SSG, paper (58.3)"].get_xdata()), list(lines["SSG++, paper (68.7)"].get_ydata())) == \
+    assert (list(lines["SSG, published (58.3)"].get_xdata()), list(lines["SSG++, published (68.7)"].get_ydata())) == \
         ([4], [68.7])
 
 

@@ -61,6 +61,20 @@ def test_released_checkpoint_loads_with_prefixes_classifier_and_numpy_scalars(tm
     assert torch.equal(fresh.state_dict()["base.conv1.weight"], expected)
 
 
+def test_batches_tracked_are_filled_only_for_a_file_that_has_none(model):
+    """PyTorch 0.4.0 wrote no num_batches_tracked; a file lacking only some of them lost weights."""
+    state = released_style(model)["state_dict"]
+    tracked = [key for key in state if key.endswith("num_batches_tracked")]
+    assert len(tracked) == 21
+    fresh = models.create("resnet18", num_split=2, num_features=64, pretrained=False)
+    fresh.state_dict()[tracked[0][len("module."):]].fill_(5)
+    load_model_weights(fresh, {k: v for k, v in state.items() if k not in tracked}, "0.4.0.pth.tar")
+    assert all(fresh.state_dict()[key[len("module."):]].item() == 0 for key in tracked)
+    assert torch.equal(fresh.state_dict()["feat_bn.running_var"], state["module.feat_bn.running_var"])
+    with pytest.raises(UserError, match=r"missing \['base.layer1.0.bn2.num_batches_tracked'\]\)"):
+        load_model_weights(fresh, {k: v for k, v in state.items() if k != tracked[2]}, "damaged.pth.tar")
+
+
 def test_classifier_kept_when_the_model_has_one(tmp_path, model):
     with_classifier = models.create("resnet18", num_split=2, num_features=64, num_classes=751, pretrained=False)
     state = released_style(model)["state_dict"]

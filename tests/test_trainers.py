@@ -6,7 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from reid import models, trainers
 from reid.loss import TripletLoss
 from reid.models import ReIDOutput, group_batchnorm
-from reid.trainers import JointBatches, SSGTrainer, part_triplet_terms
+from reid.trainers import JointBatches, SemiTrainer, SSGTrainer, part_triplet_terms
 from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime
 
@@ -67,6 +67,29 @@ def test_an_ssg_epoch_reads_the_device_only_every_print_freq_batches(monkeypatch
     assert mode.waits == []  # forward with BatchNorm over groups, four triplet terms, backward, SGD step
     assert reads == [3, 3]
     assert stats["loss"] > 0 and 0 <= stats["prec"] <= 1
+
+
+class Points(torch.nn.Module):
+    """A model whose every feature type is the input image itself, flattened: hand-placed points."""
+
+    def forward(self, images):
+        points = images.flatten(1)
+        return ReIDOutput(pooled=points[:, None].expand(-1, 3, -1), embedding=points, logits=None)
+
+
+def test_ssgpp_mines_the_labelled_batch_in_blocks_of_four_whatever_num_instances():
+    """Cluster batches of 2 clusters x 8 images, labelled batches of 4 identities x 4: identities 10 apart, a
+    block of 8 there would take two identities for positives and cost about 10 per pair."""
+    def batch(labels):
+        points = labels.float()[:, None, None, None].expand(-1, 2, 1, 1) * 10
+        return points, None, labels
+
+    cluster = batch(torch.arange(2).repeat_interleave(8))
+    cluster = (*cluster[:2], cluster[2][:, None].expand(-1, 3))
+    labelled = batch(torch.tensor([7, 3, 5, 1]).repeat_interleave(4))
+    trainer = SemiTrainer(Points(), Runtime(torch.device("cpu")), margin=0.5, num_instances=8)
+    loss, stats = trainer.loss((cluster, labelled))
+    assert loss.item() == 0 and stats["labelled_prec"].item() == 1 and stats["prec"].item() == 1
 
 
 def test_joint_batches_restart_the_labelled_loader():

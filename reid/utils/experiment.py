@@ -71,9 +71,11 @@ def resolve_checkpoint(path: str, option: str = "--resume") -> str:
     return path
 
 
-def check_batch(batch_size: int, num_instances: int, world_size: int = 1) -> None:
+def check_batch(batch_size: int, num_instances: int, world_size: int = 1, what: str = "") -> None:
+    """A batch is whole blocks of ``num_instances`` images on every process; ``what`` names where
+    ``num_instances`` comes from when it is not ``--num-instances``."""
     if num_instances < 1 or batch_size % (num_instances * world_size):
-        raise UserError(f"--batch-size {batch_size} must be a multiple of --num-instances {num_instances}"
+        raise UserError(f"--batch-size {batch_size} must be a multiple of {what or '--num-instances'} {num_instances}"
                         + (f" x {world_size} processes" if world_size > 1 else ""))
 
 

@@ -99,7 +99,7 @@ def plot_metrics(metrics: dict, out_dir: str) -> list[str]:
 @dataclass
 class StageCurve:
     """One adaptation stage of a report figure: its name (SSG, SSG++), its metrics.json and, for a published
-    pair, the paper's target mAP after the whole run."""
+    pair, the published target mAP after the whole run (the authors' README, SSG-SPEC section 9)."""
 
     name: str
     metrics: dict
@@ -111,7 +111,7 @@ STAGE_COLOURS = {"SSG": "tab:blue", "SSG++": "tab:red"}
 
 def plot_report(stages: list[StageCurve], title: str, fpath: str) -> str | None:
     """``report.png``: the target mAP per iteration of each stage against the before-adaptation line, the
-    paper's figure of each stage marked beside its curve. Returns the path, or None without matplotlib."""
+    published figure of each stage marked at the last iteration. Returns the path, or None without matplotlib."""
     new_figure = _agg_figure_factory()
     if new_figure is None:
         _warn_missing_matplotlib()
@@ -136,7 +136,7 @@ def _report_figure(figure, stages: list[StageCurve], title: str):
         if stage.paper_map is not None:
             axes.axhline(stage.paper_map, linestyle=":", color=colour)
             axes.plot([last_iteration], [stage.paper_map], marker="*", markersize=12, linestyle="none",
-                      color=colour, label=f"{stage.name}, paper ({stage.paper_map:.1f})")
+                      color=colour, label=f"{stage.name}, published ({stage.paper_map:.1f})")
     _style_axes(axes, "target mAP (%)", title)
     figure.tight_layout()
     return figure

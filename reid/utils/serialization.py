@@ -1,8 +1,10 @@
 """One checkpoint format for the three scripts: atomic writes and tolerant loading.
 
 A checkpoint is a dict with ``state_dict`` plus run state (``epoch``, ``best_top1`` and, for the adaptation
-scripts, the optimiser, the frozen eps, RNG states...). The authors' released ``.pth.tar`` files (PyTorch 0.4
-era: ``module.`` prefixes, classifier weights, numpy scalars beside the weights) load too.
+scripts, the optimiser, the frozen eps, RNG states...). Every file the authors' release could have written loads
+too: PyTorch 0.4/1.0's legacy format with ``module.`` prefixes, classifier weights and numpy scalars beside the
+weights, from PyTorch 0.4.0 (no BatchNorm ``num_batches_tracked`` buffers) and from Python 2 (pickled byte
+strings, read as latin1).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from torch import nn
 
 from reid.utils.errors import UserError
 from reid.utils.osutils import write_atomically
+
+BATCHES_TRACKED = "num_batches_tracked"
 
 
 def save_checkpoint(state: dict, fpath: str, is_best: bool = False, best_name: str = "model_best.pth.tar") -> None:
@@ -35,8 +39,9 @@ def _save(state: dict, fpath: str) -> None:
 
 def load_checkpoint(fpath: str) -> dict[str, Any]:
     """Load a checkpoint on the CPU. Tries ``weights_only=True`` first; files written by old PyTorch with
-    numpy scalars beside the weights need the full unpickler, which is used explicitly as the fallback
-    (only load checkpoints you trust)."""
+    numpy scalars beside the weights, and Python 2 pickles whose byte strings are not UTF-8, need the full
+    unpickler reading them as latin1 (the bytes as they are), which is used explicitly as the fallback (only
+    load checkpoints you trust)."""
     if not os.path.isfile(fpath):
         raise UserError(f"{fpath}: checkpoint not found")
     try:
@@ -53,8 +58,8 @@ def load_checkpoint(fpath: str) -> dict[str, Any]:
 def _torch_load(fpath: str) -> Any:
     try:
         return torch.load(fpath, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(fpath, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, UnicodeDecodeError):
+        return torch.load(fpath, map_location="cpu", weights_only=False, encoding="latin1")
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -85,14 +90,17 @@ def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], so
     ``drop_classifier`` or when the model has no head of that name, as the authors' loader does; so are the unused
     ImageNet ``fc`` of the backbone that open-reid era checkpoints carry (``base.fc.*``) and ``feat.bias``:
     open-reid's embedding layer had a bias, which the BatchNorm right after it cancels in training (the
-    embedding is not part of the evaluation feature). Any other missing, unexpected or mis-shaped key raises
-    UserError naming ``source``: the checkpoint was made for another architecture or
+    embedding is not part of the evaluation feature). A file without any BatchNorm ``num_batches_tracked``
+    buffer (PyTorch 0.4.0 had none) gets them as 0, as PyTorch itself fills them. Any other missing, unexpected
+    or mis-shaped key raises UserError naming ``source``: the checkpoint was made for another architecture or
     ``--num-split``/``--features``.
     """
     target = model.module if hasattr(model, "module") else model
     weights = {k: v for k, v in strip_module_prefix(state_dict).items()
                if not k.startswith("base.fc.") and k != "feat.bias"}
     own = target.state_dict()
+    if not any(k.endswith(BATCHES_TRACKED) for k in weights):
+        weights.update({k: torch.zeros_like(v) for k, v in own.items() if k.endswith(BATCHES_TRACKED)})
     # A head the model lacks (another name, or no classifier at all) is never an error.
     weights = {k: v for k, v in weights.items()
                if not is_classifier_key(k) or (k in own and not drop_classifier)}
