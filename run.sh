@@ -28,7 +28,7 @@ if [[ $SRC == synth_* && $TGT == synth_* ]]; then
     # rho by the paper's rule: its 1.6e-3 is 1.28 x Market-1501's share of same-identity image pairs,
     # (12,936 / 751 - 1) / (12,936 - 1) = 0.125%; synth_b's is (1,376 / 80 - 1) / (1,376 - 1) = 1.18%, so 1.5e-2.
     MODEL=(-a resnet18 --height 64 --width 32 --features 256 --no-pretrained)
-    SOURCE=(--epochs 24 -b 64 --num-instances 4 --lr 1e-3 --workers 2)
+    SOURCE=(--epochs 14 -b 64 --num-instances 4 --lr 1e-3 --workers 2 --num-val 0.2)
     ADAPT=(--iteration 4 --epochs 6 -b 64 --lr 3e-4 --workers 2 --rho 1.5e-2)
     SEMI=(--label-iteration 2)
 else
