@@ -189,3 +189,42 @@ def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tin
     assert status == 130 and lines == ["interrupted: stopped; the last saved checkpoint is kept"]
     assert load_checkpoint(str(logs / "checkpoint.pth.tar"))["epoch"] == 1
     assert list(json.loads((logs / "metrics.json").read_text())) == ["before", "iteration_0"]
+
+
+def test_a_user_error_under_torchrun_names_its_rank(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+
+    def fails(argv):
+        raise UserError("--resume-from x: no such checkpoint file or logs dir")
+
+    status, lines = run(fails, [], capsys)
+    assert_one_line(status, lines, "error: rank 1: --resume-from x")
+
+
+@pytest.mark.parametrize("message", [
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:5792: Connection reset by "
+    "peer. This is typically caused by a remote worker hanging or bugs in the application.",
+    "Application timeout caused pair closure",
+])
+def test_a_lost_peer_ends_a_rank_with_one_line(monkeypatch, capsys, message):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+
+    def collective_fails(argv):
+        raise RuntimeError(message)
+
+    status, lines = run(collective_fails, [], capsys)
+    assert status == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: rank 0: lost the other ranks (") and "--dist-timeout" in lines[0]
+    assert ("Read error [127.0.0.1]:5792: Connection reset by peer)" in lines[0]) != ("pair closure" in lines[0])
+
+
+def test_a_bug_under_torchrun_keeps_its_traceback(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def bug(argv):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_main(bug, [])

@@ -17,7 +17,7 @@ from reid.utils.serialization import load_checkpoint, load_model_weights
 
 def start_run(args: argparse.Namespace) -> Runtime:
     """Set up the run described by ``args``; only rank 0 writes ``log.txt`` and ``args.json``."""
-    runtime = init_runtime(args.gpu_devices)
+    runtime = init_runtime(args.gpu_devices, args.dist_timeout)
     models.check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
     if runtime.is_main:
         prepare_logs_dir(args.logs_dir)
