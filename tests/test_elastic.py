@@ -16,9 +16,11 @@ import time
 from datetime import timedelta
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from reid.utils.elastic import join_worker_group
+from reid.utils.serialization import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTY_WORKER = os.path.join(REPO, "tests", "faulty_worker.py")
@@ -74,6 +76,52 @@ def undisturbed(tiny_pair, source_checkpoint, tmp_path_factory):
     (status,), (output,) = run_agents([torchrun(standalone(), tiny_pair, source_checkpoint, logs)])
     assert status == 0, output[-3000:]
     return logs
+
+
+def assert_same_records(logs, reference):
+    """The records of an undisturbed run: metrics within 1e-6, the same labelled set, checkpoint state and
+    files."""
+    resumed, expected = read_json(logs / "metrics.json"), read_json(reference / "metrics.json")
+    assert list(resumed) == list(expected) == ["before", "iteration_0", "iteration_1"]
+    for key, entry in expected.items():
+        assert resumed[key] == pytest.approx(entry, rel=0, abs=1e-6), key
+    assert read_json(logs / "labelled_set.json") == read_json(reference / "labelled_set.json")
+    ours, theirs = (load_checkpoint(str(d / "checkpoint.pth.tar")) for d in (logs, reference))
+    assert (ours["epoch"], ours["eps"], ours["best_top1"]) == (theirs["epoch"], theirs["eps"], theirs["best_top1"])
+    for name, weight in theirs["state_dict"].items():
+        torch.testing.assert_close(ours["state_dict"][name], weight, rtol=0, atol=1e-6, msg=name)
+    assert sorted(os.listdir(logs)) == sorted(os.listdir(reference))
+
+
+def test_restarted_worker_group_resumes_to_the_undisturbed_records(tiny_pair, source_checkpoint, undisturbed,
+                                                                   tmp_path):
+    logs = tmp_path / "logs"
+    command = torchrun(standalone(restarts=1), tiny_pair, source_checkpoint, logs, fault=("kill", 1, 1))
+    (status,), (output,) = run_agents([command])
+    assert status == 0, output[-3000:]
+    assert "fault: rank 1 commits kill" in output
+    log = (logs / "log.txt").read_text()  # rank 0's console, both worker groups
+    assert "worker group restarted (restart 1): continuing this run from" in log and "at iteration 1" in log
+    assert log.count("before adaptation:") == 1  # the restarted group evaluated nothing twice
+    assert_same_records(logs, undisturbed)
+
+
+def test_two_machines_on_the_loopback_survive_losing_rank_0(tiny_pair, source_checkpoint, undisturbed, tmp_path):
+    """Two agents meet at a c10d rendezvous, one process each; rank 0 (which holds the logs dir) dies in
+    iteration 1 and both agents restart their worker: the run ends with the records of one machine's."""
+    logs = tmp_path / "logs"
+    launcher = ["--nnodes", "2", "--nproc_per_node", "1", "--max-restarts", "1", "--rdzv_backend", "c10d",
+                "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "two-machines"]
+    agent = torchrun(launcher, tiny_pair, source_checkpoint, logs, fault=("kill", 0, 1))
+    statuses, outputs = run_agents([agent, agent])
+    assert statuses == [0, 0], "\n".join(output[-3000:] for output in outputs)
+    output = "".join(outputs)
+    assert "fault: rank 0 commits kill" in output
+    # Both ranks trained on the same pseudo-labels in every iteration, the restarted group's included.
+    digests = re.findall(r"rank (\d): pseudo-labels digest (\w+)", output)
+    per_rank = [[digest for rank, digest in digests if rank == str(r)] for r in (0, 1)]
+    assert len(per_rank[0]) == 3 and per_rank[0] == per_rank[1]  # iterations 0, 1 (killed), 1 again
+    assert_same_records(logs, undisturbed)
 
 
 def test_a_rank_that_stops_answering_ends_the_run_within_dist_timeout(tiny_pair, source_checkpoint, tmp_path):

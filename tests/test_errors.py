@@ -117,8 +117,10 @@ def test_checkpoint_of_another_architecture(tmp_path, tiny_pair, source_checkpoi
 
 
 def test_checkpoint_of_another_num_split_cannot_be_resumed(tmp_path, tiny_pair, source_checkpoint, capsys):
+    run_state = load_checkpoint(str(source_checkpoint / "checkpoint.pth.tar"))
+    save_checkpoint({**run_state, "optimizer": {}, "epoch": 1}, str(tmp_path / "checkpoint.pth.tar"))
     argv = adapt_args(tiny_pair, tmp_path / "logs", source_checkpoint, "--resume-from",
-                      str(source_checkpoint / "checkpoint.pth.tar"), "--num-split", "1")
+                      str(tmp_path / "checkpoint.pth.tar"), "--num-split", "1")
     status, lines = run(selftraining.main, argv, capsys)
     assert_one_line(status, lines, "--num-split 2", "asks for 1")
 
@@ -189,6 +191,45 @@ def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tin
     assert status == 130 and lines == ["interrupted: stopped; the last saved checkpoint is kept"]
     assert load_checkpoint(str(logs / "checkpoint.pth.tar"))["epoch"] == 1
     assert list(json.loads((logs / "metrics.json").read_text())) == ["before", "iteration_0"]
+
+
+@pytest.fixture(scope="module")
+def finished_iteration_0(tmp_path_factory, tiny_pair, source_checkpoint):
+    """The logs dir of a run stopped after iteration 0."""
+    logs = tmp_path_factory.mktemp("interrupted")
+    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "1", "--epochs", "1", "--rho", "0.05")
+    assert run_main(selftraining.main, argv) == 0
+    return logs
+
+
+@pytest.fixture
+def interrupted_run(finished_iteration_0, tmp_path):
+    """A copy of :func:`finished_iteration_0` to continue or damage."""
+    return shutil.copytree(finished_iteration_0, tmp_path / "interrupted")
+
+
+def continue_run(logs, tiny_pair, source_checkpoint, capsys):
+    """Status and stderr lines of ``--resume-from logs`` for a second iteration."""
+    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "2", "--epochs", "1", "--rho", "0.05",
+                      "--resume-from", str(logs))
+    return run(selftraining.main, argv, capsys)
+
+
+@pytest.mark.parametrize("damage", ["truncated checkpoint", "source model", "truncated metrics", "foreign metrics"])
+def test_resume_from_a_damaged_or_foreign_file_names_it(tmp_path, tiny_pair, source_checkpoint, interrupted_run,
+                                                        capsys, damage):
+    checkpoint, metrics = interrupted_run / "checkpoint.pth.tar", interrupted_run / "metrics.json"
+    if damage == "truncated checkpoint":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+        victim, fragment = checkpoint, "not a readable checkpoint"
+    elif damage == "source model":
+        shutil.copyfile(source_checkpoint / "checkpoint.pth.tar", checkpoint)
+        victim, fragment = checkpoint, "not a checkpoint of an adaptation run"
+    else:
+        metrics.write_text('{"before": {"mAP": 1' if damage == "truncated metrics" else '["not", "a", "record"]')
+        victim, fragment = metrics, "metrics.json"
+    status, lines = continue_run(interrupted_run, tiny_pair, source_checkpoint, capsys)
+    assert_one_line(status, lines, str(victim), fragment)
 
 
 def test_a_user_error_under_torchrun_names_its_rank(monkeypatch, capsys):

@@ -59,13 +59,18 @@ def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
     return datasets.create(name, os.path.join(args.data_dir, name), **options)
 
 
-def resolve_checkpoint(path: str, option: str = "--resume") -> str:
-    """A checkpoint file, or a logs dir holding ``model_best.pth.tar`` or ``checkpoint.pth.tar``."""
+BEST_FIRST = ("model_best.pth.tar", "checkpoint.pth.tar")
+NEWEST_FIRST = ("checkpoint.pth.tar", "model_best.pth.tar")
+
+
+def resolve_checkpoint(path: str, option: str = "--resume", names: tuple[str, ...] = BEST_FIRST) -> str:
+    """A checkpoint file, or the first of ``names`` in a logs dir: the selected model (``--resume``: a model to
+    use) or the newest state (:data:`NEWEST_FIRST`, ``--resume-from``: a run to continue where it stopped)."""
     if os.path.isdir(path):
-        for name in ("model_best.pth.tar", "checkpoint.pth.tar"):
+        for name in names:
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name)
-        raise UserError(f"{option} {path}: folder holds no model_best.pth.tar or checkpoint.pth.tar")
+        raise UserError(f"{option} {path}: folder holds no {' or '.join(names)}")
     if not os.path.isfile(path):
         raise UserError(f"{option} {path}: no such checkpoint file or logs dir")
     return path

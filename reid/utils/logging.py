@@ -74,18 +74,33 @@ def write_json(fpath: str, data: Any) -> None:
 
 
 def read_json(fpath: str) -> Any:
-    with open(fpath, encoding="utf-8") as stream:
-        return json.load(stream)
+    """The JSON content of ``fpath``; a truncated or non-JSON file raises UserError naming it."""
+    try:
+        with open(fpath, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{fpath}: not a readable JSON file ({exc})") from exc
+
+
+def read_metrics(fpath: str) -> dict[str, Any]:
+    """The entries of a run's ``metrics.json``, none when the file does not exist."""
+    if not os.path.exists(fpath):
+        return {}
+    data = read_json(fpath)
+    if not isinstance(data, dict):
+        raise UserError(f"{fpath}: not a run's metrics (expected a JSON object of named entries)")
+    return data
 
 
 class MetricsLog:
     """``metrics.json``: a dict of named entries (``before``, ``iteration_0``, ``final``...), rewritten
-    atomically after each update so that an interrupted run keeps what it measured."""
+    atomically after each update so that an interrupted run keeps what it measured. ``data``: the entries of
+    the run being continued (:func:`read_metrics`)."""
 
-    def __init__(self, fpath: str, resume: bool = False, write: bool = True):
+    def __init__(self, fpath: str, data: dict[str, Any] | None = None, write: bool = True):
         self.fpath = fpath
         self.write = write  # False on DDP ranks other than 0: they keep the data but leave the file alone
-        self.data: dict[str, Any] = read_json(fpath) if resume and os.path.exists(fpath) else {}
+        self.data: dict[str, Any] = dict(data or {})
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
