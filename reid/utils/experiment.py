@@ -10,17 +10,19 @@ from torch import nn
 from reid import datasets, models
 from reid.datasets import ReIDDataset
 from reid.utils.errors import UserError
-from reid.utils.logging import prepare_logs_dir, start_logging, write_json
+from reid.utils.logging import claim_logs_dir, prepare_logs_dir, start_logging, write_json
 from reid.utils.runtime import Runtime, init_runtime, set_seed
 from reid.utils.serialization import load_checkpoint, load_model_weights
 
 
 def start_run(args: argparse.Namespace) -> Runtime:
-    """Set up the run described by ``args``; only rank 0 writes ``log.txt`` and ``args.json``."""
+    """Set up the run described by ``args``; only rank 0 locks the logs dir (a second run there stops at once)
+    and writes ``log.txt`` and ``args.json``."""
     runtime = init_runtime(args.gpu_devices, args.dist_timeout)
     models.check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
     if runtime.is_main:
         prepare_logs_dir(args.logs_dir)
+        claim_logs_dir(args.logs_dir)
         start_logging(args.logs_dir)
         write_json(os.path.join(args.logs_dir, "args.json"), vars(args))
         print("command:", " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))

@@ -1,8 +1,12 @@
-"""Run records under ``--logs-dir``: the console mirrored to ``log.txt``, ``args.json`` and ``metrics.json``."""
+"""Run records under ``--logs-dir``: the console mirrored to ``log.txt``, ``args.json`` and ``metrics.json``, and
+the lock (``run.lock``) that keeps a second run from writing into the same logs dir."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import socket
 import sys
 from typing import Any, TextIO
 
@@ -44,6 +48,44 @@ def prepare_logs_dir(logs_dir: str) -> str:
     except OSError as exc:
         raise UserError(f"--logs-dir {logs_dir}: cannot write there ({exc.strerror})") from exc
     return logs_dir
+
+
+LOCK_NAME = "run.lock"
+_held_locks: list[TextIO] = []
+
+
+def claim_logs_dir(logs_dir: str) -> None:
+    """Hold ``<logs_dir>/run.lock`` until :func:`release_logs_dir`, so that a second run started on the same
+    logs dir stops at once with one line instead of interleaving its writes with this run's.
+
+    A POSIX record lock (``fcntl.lockf``), because the OS drops it when the process ends however it ends: a
+    killed run leaves nothing stuck, and the rank 0 of a worker group that torchrun restarts takes it back. The
+    DataLoader's forked workers do not inherit it (``flock`` locks would stay held while they linger). The file
+    names its holder and is left in place: deleting a lock file lets two runs each lock a file of their own.
+    """
+    release_logs_dir()
+    fpath = os.path.join(logs_dir, LOCK_NAME)
+    stream = open(fpath, "a+", encoding="utf-8")  # noqa: SIM115 (held as long as the run)
+    try:
+        fcntl.lockf(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        stream.seek(0)
+        holder = stream.read().strip()
+        stream.close()
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise UserError(f"{fpath}: cannot lock the logs dir ({exc.strerror})") from exc
+        raise UserError(f"--logs-dir {logs_dir}: another run is writing there ({holder or fpath}); wait for it "
+                        "to end or choose another --logs-dir") from exc
+    stream.truncate(0)
+    stream.write(f"held by pid {os.getpid()} on {socket.gethostname()}\n")
+    stream.flush()
+    _held_locks.append(stream)
+
+
+def release_logs_dir() -> None:
+    """Let another run use the logs dir that :func:`claim_logs_dir` locked (closing the file drops the lock)."""
+    while _held_locks:
+        _held_locks.pop().close()
 
 
 def start_logging(logs_dir: str) -> None:

@@ -19,7 +19,7 @@ from reid.models import group_batchnorm
 from reid.utils.distributed import convert_sync_batchnorm
 from reid.utils.elastic import join_worker_group
 from reid.utils.errors import UserError
-from reid.utils.logging import stop_logging
+from reid.utils.logging import release_logs_dir, stop_logging
 
 T = TypeVar("T")
 GLOO_FAILURES = ("/gloo/", "pair closure")
@@ -172,6 +172,7 @@ def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = 
         return status
     finally:
         stop_logging()
+        release_logs_dir()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
