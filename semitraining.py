@@ -46,7 +46,7 @@ def semi_supervision(run: AdaptationRun) -> SemiSupervision:
     """The labelled set and propagation of this run, stored as ``labelled_set.json`` in its logs dir."""
     args = run.args
     return SemiSupervision(os.path.join(args.logs_dir, "labelled_set.json"), run.target.trainval, args.sample,
-                           args.label_iteration, args.iteration, args.label_seed, write=run.runtime.is_main)
+                           args.label_iteration, args.iteration, args.label_seed, share=run.runtime.share)
 
 
 def train(run: AdaptationRun, supervision: SemiSupervision) -> None:

@@ -39,7 +39,7 @@ from reid.utils.experiment import (
     resolve_model_options,
     start_run,
 )
-from reid.utils.logging import MetricsLog
+from reid.utils.logging import MetricsLog, read_metrics
 from reid.utils.runtime import run_main, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     model = wrap_model(model, runtime, args.sync_bn, args.bn_group_size, args.batch_size)
     evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers, amp=args.amp,
                           rerank=args.rerank)
-    metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=bool(checkpoint), write=runtime.is_main)
+    metrics_path = os.path.join(args.logs_dir, "metrics.json")
+    metrics = MetricsLog(metrics_path, read_metrics(metrics_path) if checkpoint else None, write=runtime.is_main)
 
     if not args.evaluate:
         train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch, best_top1)

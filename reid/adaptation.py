@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -38,6 +37,7 @@ from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import Crop, train_transform
 from reid.utils.errors import UserError
 from reid.utils.experiment import (
+    NEWEST_FIRST,
     WEIGHT_KEYS,
     Scalars,
     check_batch,
@@ -47,12 +47,13 @@ from reid.utils.experiment import (
     resolve_model_options,
     start_run,
 )
-from reid.utils.logging import MetricsLog
+from reid.utils.logging import MetricsLog, read_metrics
 from reid.utils.plots import plot_metrics
 from reid.utils.runtime import Runtime, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
 FEATURE_TYPES = ("global", "upper", "lower")
+CHECKPOINT = "checkpoint.pth.tar"
 
 
 def type_names(num_split: int) -> list[str]:
@@ -75,13 +76,23 @@ def build_parser(description: str, logs_name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def load_run_checkpoint(fpath: str) -> dict:
+    """A checkpoint of an adaptation run (what ``--resume-from`` continues); another file raises UserError
+    naming it."""
+    checkpoint = load_checkpoint(fpath)
+    if not {"optimizer", "epoch"} <= set(checkpoint):
+        raise UserError(f"{fpath}: not a checkpoint of an adaptation run (it has no optimiser state or iteration "
+                        "count); a source model is given with --resume")
+    return checkpoint
+
+
 def check_args(args: argparse.Namespace, world_size: int = 1) -> dict:
     """Checks that take seconds, before any expensive work. Returns the checkpoint to start from: the
     interrupted run's (``--resume-from``, whose model options must all agree) or the source model
     (``--resume``). Model options not given come from that checkpoint."""
     check_batch(args.batch_size, args.num_instances, world_size)
     if args.resume_from:
-        checkpoint = load_checkpoint(resolve_checkpoint(args.resume_from, "--resume-from"))
+        checkpoint = load_run_checkpoint(resolve_checkpoint(args.resume_from, "--resume-from", NEWEST_FIRST))
         resolve_model_options(args, checkpoint, args.resume_from)
     elif args.resume:
         checkpoint = load_checkpoint(resolve_checkpoint(args.resume))
@@ -127,13 +138,9 @@ def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[
 
     source_pooled = features(source, "source features") if args.lambda_value > 0 else None
     target_pooled = features(target, "target features")
-    result = [None]
-    if runtime.is_main:
-        result[0] = _cluster(source_pooled, target_pooled, args, eps)
-    if runtime.distributed:
-        dist.broadcast_object_list(result, src=0)
-    print_digest(runtime, "pseudo-labels", result[0].labels)
-    return result[0], target_pooled
+    grouping = runtime.share(lambda: _cluster(source_pooled, target_pooled, args, eps))
+    print_digest(runtime, "pseudo-labels", grouping.labels)
+    return grouping, target_pooled
 
 
 def print_digest(runtime: Runtime, what: str, labels: np.ndarray) -> None:
@@ -171,9 +178,11 @@ class AdaptationRun:
     """The state of an adaptation run and the steps both scripts share.
 
     Construction does the set-up: the quick checks, logs, both datasets, the model loaded from the source
-    checkpoint (``--resume``) or from an interrupted run (``--resume-from``), the evaluator, SGD built once,
-    and the before-adaptation row of metrics.json. Checkpoints hold ``state_dict``, ``optimizer``, ``epoch``
-    (= finished iterations), ``best_top1``, ``eps`` (frozen per feature type), ``rng`` and ``config``.
+    checkpoint (``--resume``), from an interrupted run (``--resume-from``) or, in a worker group that torchrun
+    restarted, from this run's newest checkpoint in the logs dir; the evaluator, SGD built once, and the
+    before-adaptation row of metrics.json. Checkpoints hold ``state_dict``, ``optimizer``, ``epoch`` (= finished
+    iterations), ``best_top1``, ``eps`` (frozen per feature type), ``rng`` (rank 0's RNG states) and
+    ``rng_ranks`` (every rank's), ``run_id`` (the torchrun run that wrote it) and ``config``.
     """
 
     def __init__(self, args: argparse.Namespace):
@@ -182,24 +191,31 @@ class AdaptationRun:
         self.runtime = start_run(args)
         self.source = open_dataset(args.src_dataset, args)
         self.target = open_dataset(args.tgt_dataset, args)
-        resuming = bool(args.resume_from)
-        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), resume=resuming,
-                                  write=self.runtime.is_main)
+        restart, records = self.runtime.share(self._starting_point)
+        if restart is not None:
+            resolve_model_options(args, restart, args.logs_dir)
+            checkpoint = restart
+        resuming = restart is not None or bool(args.resume_from)
+        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), records, write=self.runtime.is_main)
         self.start_iteration = checkpoint["epoch"] if resuming else 0
         self.best_top1: float | None = checkpoint.get("best_top1", 0.0) if resuming else None
         self.eps: list[float] | None = checkpoint.get("eps") if resuming else None
         self.scalars = Scalars(args.logs_dir, args.tensorboard and self.runtime.is_main)
 
         model = models.create(args.arch, num_split=args.num_split, num_features=args.features, pretrained=False)
-        source = args.resume_from or args.resume
+        source = os.path.join(args.logs_dir, CHECKPOINT) if restart is not None else args.resume_from or args.resume
         load_model_weights(model, checkpoint["state_dict"], source, drop_classifier=True)
-        print(f"{'resumed' if resuming else 'source model'} {source}")
+        if restart is not None:
+            print(f"worker group restarted (restart {self.runtime.restart}): continuing this run from {source} at "
+                  f"iteration {self.start_iteration}")
+        else:
+            print(f"{'resumed' if resuming else 'source model'} {source}")
         self.model = wrap_model(model, self.runtime, args.sync_bn, args.bn_group_size, args.batch_size)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
                                          weight_decay=args.weight_decay)
         if resuming:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
-            _set_rng_state(checkpoint.get("rng"))
+            _set_rng_state(_saved_rng_state(checkpoint, self.runtime))
         self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers,
                                    amp=args.amp, rerank=args.rerank)
         if "before" not in self.metrics:
@@ -208,6 +224,16 @@ class AdaptationRun:
         if self.best_top1 is None:
             # As the released code: model_best is an iteration that beats the source model's target top-1.
             self.best_top1 = self.metrics["before"]["top1"]
+
+    def _starting_point(self) -> tuple[dict | None, dict]:
+        """Rank 0 decides where the run starts, for every rank (:meth:`Runtime.share`): in a restarted worker
+        group, this run's newest checkpoint in the logs dir (None before its first iteration ended: the group
+        starts over); and the metrics.json entries of the run being continued."""
+        restart = None
+        if self.runtime.restart:
+            restart = run_checkpoint_in(self.args.logs_dir, self.runtime.run_id)
+        continuing = restart is not None or bool(self.args.resume_from)
+        return restart, read_metrics(os.path.join(self.args.logs_dir, "metrics.json")) if continuing else {}
 
     def iterations(self) -> range:
         return range(self.start_iteration, self.args.iteration)
@@ -247,20 +273,40 @@ class AdaptationRun:
         return self.evaluator.evaluate(self.target.query, self.target.gallery, **extras)
 
     def finish_iteration(self, iteration: int, record: dict) -> None:
-        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1."""
+        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1. The
+        metrics come first: a run stopped before the checkpoint redoes the iteration and rewrites its entry."""
         is_best = record["top1"] > self.best_top1
         self.best_top1 = max(self.best_top1, record["top1"])
+        rng_states = self.runtime.gather(_rng_state())  # each rank's augmentations drew its own numbers
         self.metrics[f"iteration_{iteration}"] = record
         if self.runtime.is_main:
             plot_metrics(self.metrics.data, os.path.join(self.args.logs_dir, "plots"))
             self.scalars.add(iteration, record, prefix="target/")
             state = {"state_dict": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                      "epoch": iteration + 1, "best_top1": self.best_top1, "eps": self.eps,
-                     "rng": _rng_state(), "config": model_config(self.args)}
-            save_checkpoint(state, os.path.join(self.args.logs_dir, "checkpoint.pth.tar"), is_best=is_best)
+                     "rng": rng_states[0], "rng_ranks": rng_states, "run_id": self.runtime.run_id,
+                     "config": model_config(self.args)}
+            save_checkpoint(state, os.path.join(self.args.logs_dir, CHECKPOINT), is_best=is_best)
             print(f"iteration {iteration}: top-1 {record['top1']:.1f}%  best {self.best_top1:.1f}%"
                   + ("  (new best)" if is_best else ""))
         self.runtime.barrier()
+
+
+def run_checkpoint_in(logs_dir: str, run_id: str) -> dict | None:
+    """The checkpoint in ``logs_dir`` when the torchrun run ``run_id`` wrote it (an older run's is not this
+    run's state), else None. Written atomically, it is always the newest complete one."""
+    fpath = os.path.join(logs_dir, CHECKPOINT)
+    if not run_id or not os.path.isfile(fpath):
+        return None
+    checkpoint = load_run_checkpoint(fpath)
+    return checkpoint if checkpoint.get("run_id") == run_id else None
+
+
+def _saved_rng_state(checkpoint: dict, runtime: Runtime) -> dict | None:
+    """This rank's RNG states in ``checkpoint``: its own when the checkpoint was saved by as many ranks, else
+    rank 0's (older checkpoints, or another number of processes)."""
+    per_rank = checkpoint.get("rng_ranks") or []
+    return per_rank[runtime.rank] if len(per_rank) == runtime.world_size else checkpoint.get("rng")
 
 
 def _rng_state() -> dict:

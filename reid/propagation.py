@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,10 +43,9 @@ def draw_labelled_set(global_labels: np.ndarray, method: str = "cluster", seed: 
 
 
 def load_or_draw_labelled_set(fpath: str, items: Sequence[Item], global_labels: np.ndarray,
-                              method: str, seed: int = 0, write: bool = True) -> np.ndarray:
+                              method: str, seed: int = 0) -> np.ndarray:
     """The stored labelled set when ``fpath`` exists (checked against ``items``, ``method`` and ``seed``), else a
-    new draw with ``seed`` saved there as JSON (indices, file names, method and seed) when ``write`` (False on
-    DDP ranks other than 0, which draw the same set from the same broadcast clusters)."""
+    new draw with ``seed`` saved there as JSON (indices, file names, method and seed)."""
     if os.path.exists(fpath):
         stored = read_json(fpath)
         indices = np.asarray(stored["indices"], dtype=np.int64)
@@ -55,8 +55,6 @@ def load_or_draw_labelled_set(fpath: str, items: Sequence[Item], global_labels: 
                             "move it away to draw a new one")
         return indices
     indices = draw_labelled_set(global_labels, method, seed)
-    if not write:
-        return indices
     os.makedirs(os.path.dirname(os.path.abspath(fpath)), exist_ok=True)
     write_json(fpath, {"method": method, "seed": seed, "indices": indices.tolist(),
                        "fnames": [items[i][0] for i in indices]})
@@ -130,15 +128,16 @@ class SemiSupervision:
         The run's number of iterations, which sets the selection schedule (:func:`num_selected`).
     seed : int
         The draw's seed (the release reseeds with 0 there).
-    write : bool
-        Whether this process stores a new draw (rank 0 only under DDP).
+    share : callable or None
+        Under DDP, :meth:`reid.utils.runtime.Runtime.share`: rank 0 alone loads or draws (and stores) the
+        labelled set and every rank trains on its answer, whatever file another machine holds.
     """
 
     def __init__(self, fpath: str, items: Sequence[Item], sample: str, label_iteration: int, iterations: int,
-                 seed: int = 0, write: bool = True):
+                 seed: int = 0, share: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None):
         self.fpath = fpath
         self.seed = seed
-        self.write = write
+        self.share = share
         self.items = items
         self.true_ids = np.array([pid for _, pid, _ in items])
         self.sample = sample
@@ -153,8 +152,10 @@ class SemiSupervision:
         """
         if iteration < self.label_iteration:
             return None
-        labelled = load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.seed,
-                                             self.write)
+        def load_or_draw() -> np.ndarray:
+            return load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.seed)
+
+        labelled = self.share(load_or_draw) if self.share else load_or_draw()
         propagation = propagate_labels(eval_features(pooled), labelled, self.true_ids[labelled])
         n = num_selected(iteration, len(propagation.indices), self.iterations)
         indices = np.concatenate([labelled, propagation.indices[:n]])

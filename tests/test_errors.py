@@ -1,7 +1,11 @@
 """Bad input gets one clear line on stderr and exit status 2, checked before expensive work; --debug shows
 the traceback."""
+import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from reid import models
 from reid.adaptation import Grouping, check_enough_clusters
 from reid.trainers import BaseTrainer, SSGTrainer
 from reid.utils.errors import UserError
+from reid.utils.logging import MetricsLog, claim_logs_dir, read_metrics, release_logs_dir
 from reid.utils.runtime import Runtime, run_main
 from reid.utils.serialization import load_checkpoint, save_checkpoint
 
@@ -125,8 +130,10 @@ def test_checkpoint_of_another_architecture(tmp_path, tiny_pair, source_checkpoi
 
 
 def test_checkpoint_of_another_num_split_cannot_be_resumed(tmp_path, tiny_pair, source_checkpoint, capsys):
+    run_state = load_checkpoint(str(source_checkpoint / "checkpoint.pth.tar"))
+    save_checkpoint({**run_state, "optimizer": {}, "epoch": 1}, str(tmp_path / "checkpoint.pth.tar"))
     argv = adapt_args(tiny_pair, tmp_path / "logs", source_checkpoint, "--resume-from",
-                      str(source_checkpoint / "checkpoint.pth.tar"), "--num-split", "1")
+                      str(tmp_path / "checkpoint.pth.tar"), "--num-split", "1")
     status, lines = run(selftraining.main, argv, capsys)
     assert_one_line(status, lines, "--num-split 2", "asks for 1")
 
@@ -197,3 +204,132 @@ def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tin
     assert status == 130 and lines == ["interrupted: stopped; the last saved checkpoint is kept"]
     assert load_checkpoint(str(logs / "checkpoint.pth.tar"))["epoch"] == 1
     assert list(json.loads((logs / "metrics.json").read_text())) == ["before", "iteration_0"]
+
+
+@pytest.fixture(scope="module")
+def finished_iteration_0(tmp_path_factory, tiny_pair, source_checkpoint):
+    """The logs dir of a run stopped after iteration 0."""
+    logs = tmp_path_factory.mktemp("interrupted")
+    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "1", "--epochs", "1", "--rho", "0.05")
+    assert run_main(selftraining.main, argv) == 0
+    return logs
+
+
+@pytest.fixture
+def interrupted_run(finished_iteration_0, tmp_path):
+    """A copy of :func:`finished_iteration_0` to continue or damage."""
+    return shutil.copytree(finished_iteration_0, tmp_path / "interrupted")
+
+
+def continue_run(logs, tiny_pair, source_checkpoint, capsys):
+    """Status and stderr lines of ``--resume-from logs`` for a second iteration."""
+    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "2", "--epochs", "1", "--rho", "0.05",
+                      "--resume-from", str(logs))
+    return run(selftraining.main, argv, capsys)
+
+
+def test_checkpoint_write_failure_stops_and_keeps_the_previous_checkpoint(interrupted_run, tiny_pair,
+                                                                          source_checkpoint, capsys, monkeypatch):
+    def disk_full(obj, stream, *args, **kwargs):
+        stream.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    status, lines = continue_run(interrupted_run, tiny_pair, source_checkpoint, capsys)
+    assert_one_line(status, lines, str(interrupted_run / "checkpoint.pth.tar"), "No space left on device")
+    assert load_checkpoint(str(interrupted_run / "checkpoint.pth.tar"))["epoch"] == 1
+    # metrics.json is written before the checkpoint: continuing redoes iteration 1 and rewrites its entry.
+    assert list(read_metrics(str(interrupted_run / "metrics.json"))) == ["before", "iteration_0", "iteration_1"]
+    assert not [name for name in os.listdir(interrupted_run) if name.endswith(".tmp")]
+
+
+def test_metrics_write_failure_stops_and_keeps_the_previous_metrics(tmp_path, monkeypatch):
+    metrics = MetricsLog(str(tmp_path / "metrics.json"))
+    metrics["before"] = {"mAP": 40.0}
+    original = json.dump
+
+    def io_error(data, stream, *args, **kwargs):
+        stream.write('{"before": ')
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(json, "dump", io_error)
+    with pytest.raises(UserError, match=r"metrics\.json: could not be written \(Input/output error\); stopped"):
+        metrics["iteration_0"] = {"mAP": 41.0}
+    monkeypatch.setattr(json, "dump", original)
+    assert read_metrics(str(tmp_path / "metrics.json")) == {"before": {"mAP": 40.0}}
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("damage", ["truncated checkpoint", "source model", "truncated metrics", "foreign metrics"])
+def test_resume_from_a_damaged_or_foreign_file_names_it(tmp_path, tiny_pair, source_checkpoint, interrupted_run,
+                                                        capsys, damage):
+    checkpoint, metrics = interrupted_run / "checkpoint.pth.tar", interrupted_run / "metrics.json"
+    if damage == "truncated checkpoint":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+        victim, fragment = checkpoint, "not a readable checkpoint"
+    elif damage == "source model":
+        shutil.copyfile(source_checkpoint / "checkpoint.pth.tar", checkpoint)
+        victim, fragment = checkpoint, "not a checkpoint of an adaptation run"
+    else:
+        metrics.write_text('{"before": {"mAP": 1' if damage == "truncated metrics" else '["not", "a", "record"]')
+        victim, fragment = metrics, "metrics.json"
+    status, lines = continue_run(interrupted_run, tiny_pair, source_checkpoint, capsys)
+    assert_one_line(status, lines, str(victim), fragment)
+
+
+def test_a_second_run_on_a_held_logs_dir_stops_at_once(tmp_path, tiny_pair, source_checkpoint, capsys):
+    """Another process holds the logs dir as a live run does; once it is killed, the logs dir is free again."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom reid.utils.logging import claim_logs_dir"
+                               f"\nclaim_logs_dir({str(logs)!r})\nprint('held', flush=True)\ntime.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status, lines = run(selftraining.main, adapt_args(tiny_pair, logs, source_checkpoint), capsys)
+        assert_one_line(status, lines, f"--logs-dir {logs}: another run is writing there", f"pid {holder.pid}")
+        assert sorted(os.listdir(logs)) == ["run.lock"]  # nothing written: no log.txt, args.json, metrics
+    finally:
+        holder.kill()
+        holder.wait()
+    claim_logs_dir(str(logs))  # the killed holder left nothing stuck
+    release_logs_dir()
+
+
+def test_a_user_error_under_torchrun_names_its_rank(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+
+    def fails(argv):
+        raise UserError("--resume-from x: no such checkpoint file or logs dir")
+
+    status, lines = run(fails, [], capsys)
+    assert_one_line(status, lines, "error: rank 1: --resume-from x")
+
+
+@pytest.mark.parametrize("message", [
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:5792: Connection reset by "
+    "peer. This is typically caused by a remote worker hanging or bugs in the application.",
+    "Application timeout caused pair closure",
+])
+def test_a_lost_peer_ends_a_rank_with_one_line(monkeypatch, capsys, message):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+
+    def collective_fails(argv):
+        raise RuntimeError(message)
+
+    status, lines = run(collective_fails, [], capsys)
+    assert status == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: rank 0: lost the other ranks (") and "--dist-timeout" in lines[0]
+    assert ("Read error [127.0.0.1]:5792: Connection reset by peer)" in lines[0]) != ("pair closure" in lines[0])
+
+
+def test_a_bug_under_torchrun_keeps_its_traceback(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def bug(argv):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_main(bug, [])

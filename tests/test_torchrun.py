@@ -6,22 +6,9 @@ import re
 import subprocess
 import sys
 
-import pytest
-import torch
-
-from reid import datasets, models
-from reid.utils.serialization import save_checkpoint
+from reid import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def source_checkpoint(tmp_path_factory):
-    source = tmp_path_factory.mktemp("source") / "source.pth.tar"
-    torch.manual_seed(0)
-    model = models.create("resnet18", num_split=2, num_features=32, pretrained=False)
-    save_checkpoint({"state_dict": model.state_dict(), "epoch": 1}, str(source))
-    return source
 
 
 def run_two_processes(script, options, data_dir, source, logs):

@@ -11,6 +11,7 @@ import os
 from reid import datasets, models
 from reid.utils.data.loaders import default_workers
 from reid.utils.experiment import PAPER_MODEL
+from reid.utils.runtime import DEFAULT_DIST_TIMEOUT
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -148,6 +149,9 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
     add(group, "--evaluate", action="store_true", help="only evaluate the --resume checkpoint")
     add(group, "--gpu-devices", type=str, default=None,
         help="comma-separated GPU ids for DataParallel, or 'cpu' (default: every visible GPU)")
+    add(group, "--dist-timeout", type=positive_int, default=DEFAULT_DIST_TIMEOUT, metavar="SECONDS",
+        help="under torchrun, a rank that waits this long for another (dead or hung) stops, and so does the run "
+             "(default %(default)s)")
     add(group, "--sync-bn", action=argparse.BooleanOptionalAction, default=True,
         help="synchronised BatchNorm under torchrun (DDP)")
     add(group, "--amp", action="store_true", help="mixed precision on CUDA (bf16 when supported, else fp16)")

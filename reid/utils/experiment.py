@@ -10,17 +10,19 @@ from torch import nn
 from reid import datasets, models
 from reid.datasets import ReIDDataset
 from reid.utils.errors import UserError
-from reid.utils.logging import prepare_logs_dir, start_logging, write_json
+from reid.utils.logging import claim_logs_dir, prepare_logs_dir, start_logging, write_json
 from reid.utils.runtime import Runtime, init_runtime, set_seed
 from reid.utils.serialization import load_checkpoint, load_model_weights
 
 
 def start_run(args: argparse.Namespace) -> Runtime:
-    """Set up the run described by ``args``; only rank 0 writes ``log.txt`` and ``args.json``."""
-    runtime = init_runtime(args.gpu_devices)
+    """Set up the run described by ``args``; only rank 0 locks the logs dir (a second run there stops at once)
+    and writes ``log.txt`` and ``args.json``."""
+    runtime = init_runtime(args.gpu_devices, args.dist_timeout)
     models.check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
     if runtime.is_main:
         prepare_logs_dir(args.logs_dir)
+        claim_logs_dir(args.logs_dir)
         start_logging(args.logs_dir)
         write_json(os.path.join(args.logs_dir, "args.json"), vars(args))
         print("command:", " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
@@ -59,13 +61,18 @@ def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
     return datasets.create(name, os.path.join(args.data_dir, name), **options)
 
 
-def resolve_checkpoint(path: str, option: str = "--resume") -> str:
-    """A checkpoint file, or a logs dir holding ``model_best.pth.tar`` or ``checkpoint.pth.tar``."""
+BEST_FIRST = ("model_best.pth.tar", "checkpoint.pth.tar")
+NEWEST_FIRST = ("checkpoint.pth.tar", "model_best.pth.tar")
+
+
+def resolve_checkpoint(path: str, option: str = "--resume", names: tuple[str, ...] = BEST_FIRST) -> str:
+    """A checkpoint file, or the first of ``names`` in a logs dir: the selected model (``--resume``: a model to
+    use) or the newest state (:data:`NEWEST_FIRST`, ``--resume-from``: a run to continue where it stopped)."""
     if os.path.isdir(path):
-        for name in ("model_best.pth.tar", "checkpoint.pth.tar"):
+        for name in names:
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name)
-        raise UserError(f"{option} {path}: folder holds no model_best.pth.tar or checkpoint.pth.tar")
+        raise UserError(f"{option} {path}: folder holds no {' or '.join(names)}")
     if not os.path.isfile(path):
         raise UserError(f"{option} {path}: no such checkpoint file or logs dir")
     return path

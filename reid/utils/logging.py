@@ -1,8 +1,12 @@
-"""Run records under ``--logs-dir``: the console mirrored to ``log.txt``, ``args.json`` and ``metrics.json``."""
+"""Run records under ``--logs-dir``: the console mirrored to ``log.txt``, ``args.json`` and ``metrics.json``, and
+the lock (``run.lock``) that keeps a second run from writing into the same logs dir."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import socket
 import sys
 from typing import Any, TextIO
 
@@ -46,6 +50,44 @@ def prepare_logs_dir(logs_dir: str) -> str:
     return logs_dir
 
 
+LOCK_NAME = "run.lock"
+_held_locks: list[TextIO] = []
+
+
+def claim_logs_dir(logs_dir: str) -> None:
+    """Hold ``<logs_dir>/run.lock`` until :func:`release_logs_dir`, so that a second run started on the same
+    logs dir stops at once with one line instead of interleaving its writes with this run's.
+
+    A POSIX record lock (``fcntl.lockf``), because the OS drops it when the process ends however it ends: a
+    killed run leaves nothing stuck, and the rank 0 of a worker group that torchrun restarts takes it back. The
+    DataLoader's forked workers do not inherit it (``flock`` locks would stay held while they linger). The file
+    names its holder and is left in place: deleting a lock file lets two runs each lock a file of their own.
+    """
+    release_logs_dir()
+    fpath = os.path.join(logs_dir, LOCK_NAME)
+    stream = open(fpath, "a+", encoding="utf-8")  # noqa: SIM115 (held as long as the run)
+    try:
+        fcntl.lockf(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        stream.seek(0)
+        holder = stream.read().strip()
+        stream.close()
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise UserError(f"{fpath}: cannot lock the logs dir ({exc.strerror})") from exc
+        raise UserError(f"--logs-dir {logs_dir}: another run is writing there ({holder or fpath}); wait for it "
+                        "to end or choose another --logs-dir") from exc
+    stream.truncate(0)
+    stream.write(f"held by pid {os.getpid()} on {socket.gethostname()}\n")
+    stream.flush()
+    _held_locks.append(stream)
+
+
+def release_logs_dir() -> None:
+    """Let another run use the logs dir that :func:`claim_logs_dir` locked (closing the file drops the lock)."""
+    while _held_locks:
+        _held_locks.pop().close()
+
+
 def start_logging(logs_dir: str) -> None:
     """Mirror stdout and stderr to ``<logs_dir>/log.txt`` until :func:`stop_logging`."""
     stop_logging()
@@ -74,18 +116,33 @@ def write_json(fpath: str, data: Any) -> None:
 
 
 def read_json(fpath: str) -> Any:
-    with open(fpath, encoding="utf-8") as stream:
-        return json.load(stream)
+    """The JSON content of ``fpath``; a truncated or non-JSON file raises UserError naming it."""
+    try:
+        with open(fpath, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{fpath}: not a readable JSON file ({exc})") from exc
+
+
+def read_metrics(fpath: str) -> dict[str, Any]:
+    """The entries of a run's ``metrics.json``, none when the file does not exist."""
+    if not os.path.exists(fpath):
+        return {}
+    data = read_json(fpath)
+    if not isinstance(data, dict):
+        raise UserError(f"{fpath}: not a run's metrics (expected a JSON object of named entries)")
+    return data
 
 
 class MetricsLog:
     """``metrics.json``: a dict of named entries (``before``, ``iteration_0``, ``final``...), rewritten
-    atomically after each update so that an interrupted run keeps what it measured."""
+    atomically after each update so that an interrupted run keeps what it measured. ``data``: the entries of
+    the run being continued (:func:`read_metrics`)."""
 
-    def __init__(self, fpath: str, resume: bool = False, write: bool = True):
+    def __init__(self, fpath: str, data: dict[str, Any] | None = None, write: bool = True):
         self.fpath = fpath
         self.write = write  # False on DDP ranks other than 0: they keep the data but leave the file alone
-        self.data: dict[str, Any] = read_json(fpath) if resume and os.path.exists(fpath) else {}
+        self.data: dict[str, Any] = dict(data or {})
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
+import traceback
 from dataclasses import dataclass, field
-from typing import Callable
+from datetime import timedelta
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -14,19 +17,31 @@ from torch import nn
 
 from reid.models import group_batchnorm
 from reid.utils.distributed import convert_sync_batchnorm
+from reid.utils.elastic import join_worker_group
 from reid.utils.errors import UserError
-from reid.utils.logging import stop_logging
+from reid.utils.logging import release_logs_dir, stop_logging
+
+T = TypeVar("T")
+GLOO_FAILURES = ("/gloo/", "pair closure")
+# Where torch.distributed's collectives and DDP's own communication raise from.
+TORCH_DISTRIBUTED = (os.path.join("torch", "distributed", ""),
+                     os.path.join("torch", "nn", "parallel", "distributed.py"))
+# torch's own default is 30 minutes: a lost rank would keep the others waiting that long.
+DEFAULT_DIST_TIMEOUT = 300
 
 
 @dataclass
 class Runtime:
     """Where this process computes: a device, its rank among ``world_size`` DDP processes (1 without
-    torchrun) and, for DataParallel, the GPU ids to spread batches over."""
+    torchrun) and, for DataParallel, the GPU ids to spread batches over. Under torchrun, also the run's id
+    and how many worker groups of the run came before this one (``restart``, see :mod:`reid.utils.elastic`)."""
 
     device: torch.device
     rank: int = 0
     world_size: int = 1
     gpu_ids: list[int] = field(default_factory=list)
+    run_id: str = ""
+    restart: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -40,6 +55,22 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def share(self, make: Callable[[], T]) -> T:
+        """``make()`` computed on rank 0 and sent to every rank, so that decisions taken from files (which
+        another machine may not see, or see changed) or from one rank's work are the same on all ranks."""
+        value = [make() if self.is_main else None]
+        if self.distributed:
+            dist.broadcast_object_list(value, src=0)
+        return value[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` in rank order on rank 0 (an empty list elsewhere)."""
+        if not self.distributed:
+            return [value]
+        values = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, values, dst=0)
+        return values or []
+
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
@@ -47,9 +78,13 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def init_runtime(gpu_devices: str | None) -> Runtime:
+def init_runtime(gpu_devices: str | None, dist_timeout: float = DEFAULT_DIST_TIMEOUT) -> Runtime:
     """DDP when launched by torchrun (NCCL on GPU, gloo on CPU), else one process on the CPU, one GPU or
-    DataParallel over ``gpu_devices`` (default: every visible GPU)."""
+    DataParallel over ``gpu_devices`` (default: every visible GPU).
+
+    Under DDP every collective, and the set-up itself, fails after ``dist_timeout`` seconds instead of waiting
+    for a rank that died or hangs; a group that torchrun restarted sets up in a namespace of torchrun's store
+    of its own (:func:`reid.utils.elastic.join_worker_group`)."""
     if gpu_devices and gpu_devices != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices
     use_cuda = gpu_devices != "cpu" and torch.cuda.is_available()
@@ -59,9 +94,13 @@ def init_runtime(gpu_devices: str | None) -> Runtime:
         if use_cuda:
             torch.cuda.set_device(local_rank)
             torch.backends.cudnn.benchmark = True
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, timeout = int(os.environ["RANK"]), timedelta(seconds=dist_timeout)
+        group = join_worker_group(rank, world_size, timeout)
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout, rank=rank, world_size=world_size,
+                                store=group.store if group else None)
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-        return Runtime(device, rank=dist.get_rank(), world_size=dist.get_world_size())
+        return Runtime(device, rank=rank, world_size=world_size, run_id=group.run_id if group else "",
+                       restart=group.restart if group else 0)
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         return Runtime(torch.device("cuda", 0), gpu_ids=list(range(torch.cuda.device_count())))
@@ -112,28 +151,71 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Run a script's ``main``; a UserError (or a failure in a data worker caused by one) becomes one line
-    ``error: ...`` on stderr and exit status 2; Ctrl-C exits 130 after saying so. ``--debug`` re-raises."""
+    ``error: ...`` on stderr and exit status 2; Ctrl-C exits 130 after saying so. ``--debug`` re-raises.
+
+    Under DDP the line names the rank (``error: rank 1: ...``), and a rank whose collective failed because
+    another rank died, raised or stopped answering (``--dist-timeout``) also stops with one line, exit status 1:
+    every rank ends, each saying why, rather than waiting or printing a traceback of someone else's failure.
+    """
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         main(argv)
-    except UserError as exc:
-        if debug:
-            raise
-        print(f"error: {_last_line(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: stopped; the last saved checkpoint is kept", file=sys.stderr)
         return 130
     except Exception as exc:
-        if debug or "UserError" not in str(exc):
+        failure = _one_line_failure(exc)
+        if debug or failure is None:
             raise
-        print(f"error: {_last_line(exc)}", file=sys.stderr)
-        return 2
+        status, message = failure
+        print(f"error: {_rank_prefix()}{message}", file=sys.stderr)
+        return status
     finally:
         stop_logging()
+        release_logs_dir()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _one_line_failure(exc: Exception) -> tuple[int, str] | None:
+    """(exit status, message) of a failure told in one line; None for a bug, whose traceback is wanted."""
+    if isinstance(exc, UserError) or "UserError" in str(exc):
+        return 2, _last_line(exc)
+    if _world_size() > 1 and _is_communication_failure(exc):
+        return 1, (f"lost the other ranks ({_first_sentence(exc)}): another rank died, raised or did not answer "
+                   "within --dist-timeout; the last saved checkpoint is kept")
+    return None
+
+
+def _is_communication_failure(exc: Exception) -> bool:
+    """torch's errors of the process group and its store; gloo's, plain RuntimeErrors that either name gloo's
+    transport (a peer's connection closed or reset, a receive timed out) or tell that a timeout closed the
+    connection; and any RuntimeError raised by torch.distributed's own code (a collective, DDP's broadcasts)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    raised_by_torch_distributed = bool(frames) and any(part in frames[-1].filename for part in TORCH_DISTRIBUTED)
+    return raised_by_torch_distributed or any(marker in str(exc) for marker in GLOO_FAILURES)
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _rank_prefix() -> str:
+    return f"rank {os.environ.get('RANK', '0')}: " if _world_size() > 1 else ""
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """gloo's message without its source location and its advice: ``Read error [ip]:port: Connection reset by
+    peer``."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", lines[0]).split(". ")[0].rstrip(".")
 
 
 def _last_line(exc: BaseException) -> str:
@@ -142,4 +224,3 @@ def _last_line(exc: BaseException) -> str:
     message = lines[-1] if lines else type(exc).__name__
     prefix = "reid.utils.errors.UserError: "
     return message[len(prefix):] if message.startswith(prefix) else message
-
