@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> None:
                          amp=args.amp, print_freq=args.print_freq)
     for iteration in run.iterations():
         grouping, _ = run.group(iteration)  # features -> distance -> DBSCAN, per feature type
-        loader = run.loader(grouping.kept, grouping.labels[grouping.kept], iteration)
-        losses = [trainer.train(epoch, loader, run.optimizer) for epoch in range(args.epochs)]
+        with run.cost.phase("training"):
+            loader = run.loader(grouping.kept, grouping.labels[grouping.kept], iteration)
+            losses = [trainer.train(epoch, loader, run.optimizer) for epoch in range(args.epochs)]
         record = run.evaluate(iteration)
         record.update(grouping.summary(type_names(args.num_split)), loss=losses[-1]["loss"] if losses else None)
         run.finish_iteration(iteration, record)

@@ -58,19 +58,21 @@ def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
         run.model, run.runtime, **options)
     for iteration in run.iterations():
         grouping, target_pooled = run.group(iteration)  # features -> distance -> DBSCAN, per feature type
-        batches = run.loader(grouping.kept, grouping.labels[grouping.kept], iteration)
         record, trainer = grouping.summary(type_names(args.num_split)), ssg_trainer
-        selection = supervision.select(iteration, grouping.labels[:, 0], target_pooled)
-        if selection is not None:
-            print_digest(run.runtime, "labelled set", np.stack([selection.indices, selection.labels]))
-            labelled = run.loader(selection.indices, selection.labels, iteration, crop="raw",
-                                  num_instances=LABELLED_INSTANCES)
-            batches, trainer = JointBatches(batches, labelled), semi_trainer
-            record.update(selection.summary())
-        for epoch in range(args.epochs):
-            for group in run.optimizer.param_groups:
-                group["lr"] = learning_rate(args.lr, epoch, args.epochs)
-            record["loss"] = trainer.train(epoch, batches, run.optimizer)["loss"]
+        with run.cost.phase("propagation"):
+            selection = supervision.select(iteration, grouping.labels[:, 0], target_pooled)
+        with run.cost.phase("training"):
+            batches = run.loader(grouping.kept, grouping.labels[grouping.kept], iteration)
+            if selection is not None:
+                print_digest(run.runtime, "labelled set", np.stack([selection.indices, selection.labels]))
+                labelled = run.loader(selection.indices, selection.labels, iteration, crop="raw",
+                                      num_instances=LABELLED_INSTANCES)
+                batches, trainer = JointBatches(batches, labelled), semi_trainer
+                record.update(selection.summary())
+            for epoch in range(args.epochs):
+                for group in run.optimizer.param_groups:
+                    group["lr"] = learning_rate(args.lr, epoch, args.epochs)
+                record["loss"] = trainer.train(epoch, batches, run.optimizer)["loss"]
         record.update(run.evaluate(iteration))
         run.finish_iteration(iteration, record)
 

@@ -2,7 +2,8 @@
 
 The epoch is selected as the release does: by open-reid's ``allshots`` top-1 of the global pool on held-out
 training identities (``--num-val``, a tenth of them) or MSMT17's ``list_val``, or is the last one with
-``--combine-trainval``; the test query/gallery split only reports the selected model.
+``--combine-trainval``; the test query/gallery split only reports the selected model. Every epoch's record and
+every test carries its cost (seconds of training, validation and checkpoint, peak memory: reid.utils.cost).
 
     python source_train.py --dataset market1501 --data_dir data --logs_dir logs/market1501
 """
@@ -26,6 +27,7 @@ from reid.utils.args import (
     add_run_args,
     positive_float,
 )
+from reid.utils.cost import finish_record, record_meter
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform
@@ -35,11 +37,12 @@ from reid.utils.experiment import (
     check_batch,
     model_config,
     open_dataset,
+    open_metrics,
     resolve_checkpoint,
     resolve_model_options,
     start_run,
 )
-from reid.utils.logging import MetricsLog, read_metrics
+from reid.utils.logging import read_metrics
 from reid.utils.runtime import run_main, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers, amp=args.amp,
                           rerank=args.rerank)
     metrics_path = os.path.join(args.logs_dir, "metrics.json")
-    metrics = MetricsLog(metrics_path, read_metrics(metrics_path) if checkpoint else None, write=runtime.is_main)
+    metrics = open_metrics(args, runtime, read_metrics(metrics_path) if checkpoint else None)
 
     if not args.evaluate:
         train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch, best_top1)
@@ -84,11 +87,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"selected epoch {metrics['selected_epoch']}"
               + (" (the last: --combine-trainval)" if args.combine_trainval else " (best validation top-1)"))
     for name in [args.dataset, *args.test_datasets]:
+        cost = record_meter(metrics, f"test_{name}", runtime.device)
         test = dataset if name == args.dataset else open_dataset(name, args)
         print(f"test on {name}:")
         save_features = args.save_features and os.path.splitext(args.save_features)[0] + f"_{name}.h5"
-        metrics[f"test_{name}"] = evaluator.evaluate(test.query, test.gallery, save_features, args.visrank,
-                                                     os.path.join(args.logs_dir, "visrank", name))
+        with cost.phase("evaluation"):
+            result = evaluator.evaluate(test.query, test.gallery, save_features, args.visrank,
+                                        os.path.join(args.logs_dir, "visrank", name))
+        finish_record(metrics, f"test_{name}", {**result, "cost": cost.summary()})
 
 
 def training_split(dataset: datasets.ReIDDataset, args: argparse.Namespace) -> tuple[list[Item], list[Item]]:
@@ -108,7 +114,9 @@ def training_split(dataset: datasets.ReIDDataset, args: argparse.Namespace) -> t
 def train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch: int,
           best_top1: float) -> None:
     """Source training with the spec's schedule; the model of the best validation top-1 (or of the last epoch
-    without validation) becomes model_best.pth.tar."""
+    without validation) becomes model_best.pth.tar. An epoch's record is written before its checkpoint (a run
+    stopped in between redoes the epoch and replaces the record) and again after it, with the checkpoint's
+    seconds."""
     loader = identity_loader(train_items, train_transform(args.height, args.width), runtime,
                              args.batch_size, args.num_instances, args.workers, args.seed)
     net = unwrap(model)
@@ -117,24 +125,30 @@ def train(args, train_items, val_items, model, runtime, evaluator, metrics, star
                                  lr=args.lr, weight_decay=args.weight_decay)
     trainer = SourceTrainer(model, runtime, margin=args.margin, amp=args.amp, print_freq=args.print_freq)
     scalars = Scalars(args.logs_dir, args.tensorboard and runtime.is_main)
-    epochs = metrics.data.setdefault("epochs", [])
+    epochs = [entry for entry in metrics.data.get("epochs", []) if entry["epoch"] < start_epoch]
     for epoch in range(start_epoch, args.epochs):
+        cost = record_meter(metrics, f"epoch_{epoch}", runtime.device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args.lr, epoch, args.epochs) * group["lr_mult"]
-        record = {"epoch": epoch, **trainer.train(epoch, loader, optimizer)}
+        with cost.phase("training"):
+            record = {"epoch": epoch, **trainer.train(epoch, loader, optimizer)}
         if val_items and ((epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs):
             print(f"epoch {epoch} validation:")
-            record.update({f"val_{k}": v for k, v in evaluator.validate(val_items).items()})
+            with cost.phase("validation"):
+                record.update({f"val_{k}": v for k, v in evaluator.validate(val_items).items()})
         is_best = not val_items or record.get("val_top1", -1.0) > best_top1
         best_top1 = max(best_top1, record.get("val_top1", 0.0))
-        epochs.append(record)
+        epochs.append({**record, "cost": cost.summary()})
         metrics["epochs"] = epochs
         scalars.add(epoch, record, prefix="source/")
-        if runtime.is_main:
-            no_best_yet = not os.path.exists(os.path.join(args.logs_dir, "model_best.pth.tar"))
-            save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
-                             "config": model_config(args)},
-                            os.path.join(args.logs_dir, "checkpoint.pth.tar"), is_best=is_best or no_best_yet)
+        with cost.phase("checkpoint"):
+            if runtime.is_main:
+                no_best_yet = not os.path.exists(os.path.join(args.logs_dir, "model_best.pth.tar"))
+                save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
+                                 "config": model_config(args)},
+                                os.path.join(args.logs_dir, "checkpoint.pth.tar"), is_best=is_best or no_best_yet)
+        epochs[-1] = {**record, "cost": cost.summary()}
+        finish_record(metrics, "epochs", epochs)
     runtime.barrier()
 
 

@@ -3,7 +3,7 @@
 One iteration of self-similarity grouping (spec section 4): extract source and target features, compute the
 source-aware k-reciprocal distance once per feature type, freeze DBSCAN's eps at the first iteration, cluster,
 and keep the images that no feature type calls an outlier. :class:`AdaptationRun` owns the run: set-up, the
-before-adaptation row, one metrics entry per iteration, plots, checkpoints and resuming.
+before-adaptation row, one metrics entry per iteration with its cost, plots, checkpoints and resuming.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from reid.utils.args import (
     add_optim_args,
     add_run_args,
 )
+from reid.utils.cost import CostMeter, finish_record, record_meter
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import Crop, train_transform
@@ -43,11 +45,12 @@ from reid.utils.experiment import (
     check_batch,
     model_config,
     open_dataset,
+    open_metrics,
     resolve_checkpoint,
     resolve_model_options,
     start_run,
 )
-from reid.utils.logging import MetricsLog, read_metrics
+from reid.utils.logging import read_metrics
 from reid.utils.plots import plot_metrics
 from reid.utils.runtime import Runtime, unwrap, wrap_model
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -127,18 +130,21 @@ class Grouping:
 
 
 def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[Item], runtime: Runtime,
-                             args: argparse.Namespace, eps: list[float] | None) -> tuple[Grouping, torch.Tensor]:
-    """Spec steps 1-4. Returns the grouping and the target's pooled features (N, S+1, C), which SSG++
-    reuses. The features stay on the model's device, where the distances are computed (only their sparse
-    result goes to the CPU, for DBSCAN). Rank 0 clusters and broadcasts, so every DDP rank trains on the
-    same pseudo-labels."""
+                             args: argparse.Namespace, eps: list[float] | None,
+                             cost: CostMeter) -> tuple[Grouping, torch.Tensor]:
+    """Spec steps 1-4, timed as the phases ``features`` and ``grouping`` (distance, eps and DBSCAN) of
+    ``cost``. Returns the grouping and the target's pooled features (N, S+1, C), which SSG++ reuses. The
+    features stay on the model's device, where the distances are computed (only their sparse result goes to
+    the CPU, for DBSCAN). Rank 0 clusters and broadcasts, so every DDP rank trains on the same pseudo-labels."""
     def features(items: list[Item], desc: str) -> torch.Tensor:
         return extract_features(model, items, runtime, args.height, args.width, workers=args.workers, desc=desc,
                                 on_device=True, amp=args.amp)
 
-    source_pooled = features(source, "source features") if args.lambda_value > 0 else None
-    target_pooled = features(target, "target features")
-    grouping = runtime.share(lambda: _cluster(source_pooled, target_pooled, args, eps))
+    with cost.phase("features"):
+        source_pooled = features(source, "source features") if args.lambda_value > 0 else None
+        target_pooled = features(target, "target features")
+    with cost.phase("grouping"):
+        grouping = runtime.share(lambda: _cluster(source_pooled, target_pooled, args, eps))
     print_digest(runtime, "pseudo-labels", grouping.labels)
     return grouping, target_pooled
 
@@ -183,6 +189,10 @@ class AdaptationRun:
     before-adaptation row of metrics.json. Checkpoints hold ``state_dict``, ``optimizer``, ``epoch`` (= finished
     iterations), ``best_top1``, ``eps`` (frozen per feature type), ``rng`` (rank 0's RNG states) and
     ``rng_ranks`` (every rank's), ``run_id`` (the torchrun run that wrote it) and ``config``.
+
+    :attr:`cost` measures the record being made (:mod:`reid.utils.cost`): the phases ``features`` and
+    ``grouping`` (:meth:`group`), ``evaluation`` and ``checkpoint`` are timed here, ``training`` (and SSG++'s
+    ``propagation``) by the scripts. An iteration interrupted and resumed keeps the seconds of both attempts.
     """
 
     def __init__(self, args: argparse.Namespace):
@@ -196,7 +206,7 @@ class AdaptationRun:
             resolve_model_options(args, restart, args.logs_dir)
             checkpoint = restart
         resuming = restart is not None or bool(args.resume_from)
-        self.metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), records, write=self.runtime.is_main)
+        self.metrics = open_metrics(args, self.runtime, records)
         self.start_iteration = checkpoint["epoch"] if resuming else 0
         self.best_top1: float | None = checkpoint.get("best_top1", 0.0) if resuming else None
         self.eps: list[float] | None = checkpoint.get("eps") if resuming else None
@@ -218,9 +228,12 @@ class AdaptationRun:
             _set_rng_state(_saved_rng_state(checkpoint, self.runtime))
         self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers,
                                    amp=args.amp, rerank=args.rerank)
+        self.cost = record_meter(self.metrics, "before", self.runtime.device)
         if "before" not in self.metrics:
             print("before adaptation:")
-            self.metrics["before"] = self.evaluator.evaluate(self.target.query, self.target.gallery)
+            with self.cost.phase("evaluation"):
+                before = self.evaluator.evaluate(self.target.query, self.target.gallery)
+            finish_record(self.metrics, "before", {**before, "cost": self.cost.summary()})
         if self.best_top1 is None:
             # As the released code: model_best is an iteration that beats the source model's target top-1.
             self.best_top1 = self.metrics["before"]["top1"]
@@ -235,14 +248,17 @@ class AdaptationRun:
         continuing = restart is not None or bool(self.args.resume_from)
         return restart, read_metrics(os.path.join(self.args.logs_dir, "metrics.json")) if continuing else {}
 
-    def iterations(self) -> range:
-        return range(self.start_iteration, self.args.iteration)
+    def iterations(self) -> Iterator[int]:
+        """The iterations left to run; each starts its own :attr:`cost`."""
+        for iteration in range(self.start_iteration, self.args.iteration):
+            self.cost = record_meter(self.metrics, f"iteration_{iteration}", self.runtime.device)
+            yield iteration
 
     def group(self, iteration: int) -> tuple[Grouping, torch.Tensor]:
         """Self-similarity grouping of the target (eps frozen after the first iteration); returns the grouping
         and the target's pooled features."""
         grouping, target_pooled = self_similarity_grouping(self.model, self.source.trainval, self.target.trainval,
-                                                           self.runtime, self.args, self.eps)
+                                                           self.runtime, self.args, self.eps, self.cost)
         self.eps = grouping.eps
         grouping.true_ids = np.array([pid for _, pid, _ in self.target.trainval])
         summary = grouping.summary(type_names(self.args.num_split))
@@ -270,23 +286,31 @@ class AdaptationRun:
         if iteration + 1 == self.args.iteration:
             extras = {"save_features": self.args.save_features, "visrank": self.args.visrank,
                       "visrank_dir": os.path.join(self.args.logs_dir, "visrank")}
-        return self.evaluator.evaluate(self.target.query, self.target.gallery, **extras)
+        with self.cost.phase("evaluation"):
+            return self.evaluator.evaluate(self.target.query, self.target.gallery, **extras)
 
     def finish_iteration(self, iteration: int, record: dict) -> None:
-        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1. The
-        metrics come first: a run stopped before the checkpoint redoes the iteration and rewrites its entry."""
+        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1.
+
+        The record is written before the checkpoint, so that a run stopped in between redoes the iteration
+        rather than losing its record, and again after it, with the checkpoint's seconds."""
         is_best = record["top1"] > self.best_top1
         self.best_top1 = max(self.best_top1, record["top1"])
         rng_states = self.runtime.gather(_rng_state())  # each rank's augmentations drew its own numbers
-        self.metrics[f"iteration_{iteration}"] = record
+        key = f"iteration_{iteration}"
+        self.metrics[key] = {**record, "cost": self.cost.summary()}
         if self.runtime.is_main:
             plot_metrics(self.metrics.data, os.path.join(self.args.logs_dir, "plots"))
             self.scalars.add(iteration, record, prefix="target/")
-            state = {"state_dict": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "epoch": iteration + 1, "best_top1": self.best_top1, "eps": self.eps,
-                     "rng": rng_states[0], "rng_ranks": rng_states, "run_id": self.runtime.run_id,
-                     "config": model_config(self.args)}
-            save_checkpoint(state, os.path.join(self.args.logs_dir, CHECKPOINT), is_best=is_best)
+        with self.cost.phase("checkpoint"):
+            if self.runtime.is_main:
+                state = {"state_dict": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "epoch": iteration + 1, "best_top1": self.best_top1, "eps": self.eps,
+                         "rng": rng_states[0], "rng_ranks": rng_states, "run_id": self.runtime.run_id,
+                         "config": model_config(self.args)}
+                save_checkpoint(state, os.path.join(self.args.logs_dir, CHECKPOINT), is_best=is_best)
+        finish_record(self.metrics, key, {**record, "cost": self.cost.summary()})
+        if self.runtime.is_main:
             print(f"iteration {iteration}: top-1 {record['top1']:.1f}%  best {self.best_top1:.1f}%"
                   + ("  (new best)" if is_best else ""))
         self.runtime.barrier()

@@ -203,7 +203,9 @@ def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tin
     status, lines = run(selftraining.main, argv, capsys)
     assert status == 130 and lines == ["interrupted: stopped; the last saved checkpoint is kept"]
     assert load_checkpoint(str(logs / "checkpoint.pth.tar"))["epoch"] == 1
-    assert list(json.loads((logs / "metrics.json").read_text())) == ["before", "iteration_0"]
+    metrics = json.loads((logs / "metrics.json").read_text())
+    assert list(metrics) == ["run", "before", "iteration_0", "cost_partial"]
+    assert metrics["cost_partial"]["record"] == "iteration_1"  # the seconds a resumed run adds to iteration 1
 
 
 @pytest.fixture(scope="module")

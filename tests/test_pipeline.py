@@ -1,5 +1,6 @@
 """End to end on a tiny synthetic pair: source training, SSG and SSG++ write complete records."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import source_train
 from reid import datasets, models
 from reid.evaluators import Evaluator
 from reid.report import best_iteration
-from reid.trainers import SemiTrainer
+from reid.trainers import SemiTrainer, SSGTrainer
 from reid.utils.runtime import Runtime, run_main
 
 SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0",
@@ -123,6 +124,17 @@ def test_source_training_records(source_logs):
     assert "test on synth_b" in (source_logs / "log.txt").read_text()
 
 
+def test_source_training_records_its_cost(source_logs):
+    metrics = read_metrics(source_logs)
+    for entry in metrics["epochs"]:  # validated every second epoch (--eval-freq 2)
+        phases = {"training", "checkpoint", *(["validation"] if "val_top1" in entry else [])}
+        assert_cost(entry["cost"], phases)
+    for name in ("test_synth_a", "test_synth_b"):
+        assert_cost(metrics[name]["cost"], {"evaluation"})
+    assert "cost_partial" not in metrics
+    assert [header["device"] for header in metrics["run"]] == ["cpu"]
+
+
 @pytest.fixture(scope="module")
 def ssg_logs(tiny_pair, source_logs, tmp_path_factory):
     logs = tmp_path_factory.mktemp("ssg")
@@ -131,10 +143,18 @@ def ssg_logs(tiny_pair, source_logs, tmp_path_factory):
     return logs
 
 
+def assert_cost(cost, phases):
+    """Seconds of exactly ``phases`` and a total that holds them; one attempt; a host memory peak."""
+    seconds = cost["seconds"]
+    assert set(seconds) == {*phases, "total"} and all(seconds[name] > 0 for name in phases)
+    assert seconds["total"] >= sum(seconds[name] for name in phases) - 0.01  # rounded to the millisecond
+    assert cost["attempts"] == 1 and cost["peak_rss_gib"] > 0.05 and "peak_gpu_gib" not in cost
+
+
 def test_selftraining_writes_complete_metrics(ssg_logs):
     tmp_path = ssg_logs
     metrics = read_metrics(tmp_path)
-    assert list(metrics) == ["before", "iteration_0", "iteration_1"]
+    assert list(metrics) == ["run", "before", "iteration_0", "iteration_1"]
     for k in (0, 1):
         entry = metrics[f"iteration_{k}"]
         assert set(entry) >= METRICS
@@ -142,6 +162,13 @@ def test_selftraining_writes_complete_metrics(ssg_logs):
                 "clusters_lower", "images_kept"} <= set(entry)
         assert entry["clusters_global"] >= 2 and entry["images_kept"] > 0
     assert metrics["iteration_0"]["eps_global"] == metrics["iteration_1"]["eps_global"]  # frozen
+    assert_cost(metrics["before"]["cost"], {"evaluation"})
+    for k in (0, 1):
+        assert_cost(metrics[f"iteration_{k}"]["cost"], {"features", "grouping", "training", "evaluation",
+                                                         "checkpoint"})
+    [header] = metrics["run"]
+    assert (header["device"], header["processes"], header["bn_group_size"], header["amp"]) == ("cpu", 1, 4, None)
+    assert "running on: CPU " in (tmp_path / "log.txt").read_text()
     for name in ("log.txt", "args.json", "checkpoint.pth.tar"):
         assert (tmp_path / name).exists()
     # model_best is an iteration that beats the source model's target top-1, as in the released code.
@@ -169,8 +196,11 @@ def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, so
         blocks = labels.view(4, 4)
         assert torch.all(blocks == blocks[:, :1]) and len(set(blocks[:, 0].tolist())) == 4
     metrics = read_metrics(logs)
-    assert list(metrics) == ["before", "iteration_0", "iteration_1"]
+    assert list(metrics) == ["run", "before", "iteration_0", "iteration_1"]
     assert "labelled" not in metrics["iteration_0"]
+    for k in (0, 1):
+        assert set(metrics[f"iteration_{k}"]["cost"]["seconds"]) == {
+            "features", "grouping", "propagation", "training", "evaluation", "checkpoint", "total"}
     last = metrics["iteration_1"]
     num_labelled = len(json.loads((logs / "labelled_set.json").read_text())["indices"])
     assert set(last) >= METRICS and last["labelled"] == num_labelled
@@ -180,13 +210,34 @@ def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, so
     assert 0 <= last["propagated_accuracy"] <= 100
 
 
-def test_interrupted_run_resumes_to_the_same_records(tiny_pair, source_logs, ssg_logs, tmp_path):
+def test_interrupted_run_resumes_to_the_same_records_and_keeps_its_seconds(tiny_pair, source_logs, ssg_logs,
+                                                                           tmp_path, monkeypatch):
     common = [*PAIR_AND_TRAINING, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir",
               str(tmp_path), *SMALL]
     assert run_main(selftraining.main, [*common, "--iteration", "1"]) == 0
-    assert list(read_metrics(tmp_path)) == ["before", "iteration_0"]
-    assert run_main(selftraining.main, [*common, "--iteration", "2", "--resume-from", str(tmp_path)]) == 0
+    assert list(read_metrics(tmp_path)) == ["run", "before", "iteration_0"]
+    resume = [*common, "--iteration", "2", "--resume-from", str(tmp_path)]
+
+    def ctrl_c(self, *args):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C 0.3 s into iteration 1's training
+        patch.setattr(SSGTrainer, "train", ctrl_c)
+        assert run_main(selftraining.main, resume) == 130
+    partial = read_metrics(tmp_path)["cost_partial"]
+    assert partial["record"] == "iteration_1" and set(partial["seconds"]) == {"features", "grouping", "training",
+                                                                                "total"}
+    assert 0.3 <= partial["seconds"]["training"] < 5.3
+    assert run_main(selftraining.main, resume) == 0
     resumed, uninterrupted = read_metrics(tmp_path), read_metrics(ssg_logs)
-    assert list(resumed) == list(uninterrupted)
+    assert list(resumed) == list(uninterrupted)  # the partial figures are gone: they are in iteration_1's record
+    cost = resumed["iteration_1"]["cost"]
+    assert cost["attempts"] == 2 and resumed["iteration_0"]["cost"]["attempts"] == 1
+    for phase, seconds in partial["seconds"].items():  # the resumed attempt's own seconds come on top
+        assert cost["seconds"][phase] > seconds, phase
+    assert len(resumed["run"]) == 3 and len(uninterrupted["run"]) == 1  # each start added its header
     for key, entry in uninterrupted.items():
-        assert resumed[key] == pytest.approx(entry, rel=1e-4), key
+        if key != "run":  # the cost differs from run to run: only the results must agree
+            without_cost = {name: value for name, value in entry.items() if name != "cost"}
+            assert {name: resumed[key][name] for name in without_cost} == pytest.approx(without_cost, rel=1e-4), key

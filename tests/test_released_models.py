@@ -79,4 +79,4 @@ def test_adaptation_starts_from_a_released_model(tiny_pair, released, tmp_path, 
         argv += ["--label-iteration", "0"]
     assert run_main(script.main, argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(metrics) == ["before", "iteration_0"]
+    assert list(metrics) == ["run", "before", "iteration_0"]

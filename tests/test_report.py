@@ -141,3 +141,95 @@ def test_a_synthetic_pair_gets_a_figure_without_paper_marks_and_a_source_stage_n
     figure = plots._report_figure(plots._agg_figure_factory()(), [StageCurve("SSG", read_json(
         str(tmp_path / "ssg" / "metrics.json")))], "title")
     assert [line.get_label() for line in figure.axes[0].get_lines()] == ["before adaptation (30.0)", "SSG (last 35.0)"]
+
+
+def cost(total, rss=1.0, gpu=None, **phases):
+    return {"seconds": {**phases, "total": total}, "peak_rss_gib": rss, "attempts": 1,
+            **({"peak_gpu_gib": gpu} if gpu is not None else {})}
+
+
+CPU_HEADER = {"device": "cpu", "device_name": "AMD EPYC", "cpu_name": "AMD EPYC", "gpus": 0, "cpus": 2, "threads": 2,
+              "workers": 2, "torch": "2.14.1", "amp": None, "processes": 1, "bn_group_size": 64, "sync_bn": True}
+COSTED_SSG = {
+    "run": [CPU_HEADER],
+    "before": entry(19.1, 46.8, cost=cost(2.5, evaluation=2.0)),
+    "iteration_0": entry(20.0, 44.0, cost=cost(80.0, rss=2.0, features=10.0, grouping=3.0, training=60.0,
+                                               evaluation=4.0, checkpoint=1.0)),
+    "iteration_1": entry(57.0, 81.5, cost=cost(70.0, rss=1.5, features=8.0, grouping=2.0, training=50.0,
+                                               evaluation=4.0, checkpoint=1.0)),
+}
+
+
+def test_the_cost_table_sums_and_averages_the_phases_and_projects_the_papers_setting(tmp_path, capsys):
+    write_stage(tmp_path, COSTED_SSG, src_dataset="synth_a", tgt_dataset="synth_b", epochs=10)
+    assert run_main(main, [str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    assert output.index("best (selected") < output.index("cost: seconds")  # after the stage's table
+    # features grouping training evaluation checkpoint other total peak RSS; other = total less the phases
+    assert table_row(output, "iterations (2)") == ["18.0", "5.0", "110.0", "8.0", "2.0", "7.0", "150.0", "2.00"]
+    assert table_row(output, "per iteration") == ["9.0", "2.5", "55.0", "4.0", "1.0", "3.5", "75.0", "2.00"]
+    assert table_row(output, "before-adaptation evaluation") == ["-", "-", "-", "2.0", "-", "0.5", "2.5", "1.00"]
+    assert table_row(output, "stage total") == ["18.0", "5.0", "110.0", "10.0", "2.0", "7.5", "152.5", "2.00"]
+    assert "slowest phase: training, 72% of 2.5 min" in output
+    assert "ran on: CPU AMD EPYC, 2 cores, 2 threads, 2 loader workers; torch 2.14.1" in output
+    # Fixed cost: mean of (80 - 60, 70 - 50) = 20 s; an epoch: 110 s / (2 x 10) = 5.5 s;
+    # 2.5 + 30 x (20 + 70 x 5.5) = 12,152.5 s = 3.4 h.
+    assert ("projection, not a measurement: the paper's 30 iterations x 70 epochs with this run's data, model and "
+            "machine: 3.4 h") in output
+    assert "  = before-adaptation evaluation 2.5 s + 30 x (fixed 20.0 s + 70 x epoch 5.50 s)\n" in output
+
+
+def test_ssgpp_projects_the_iterations_before_and_with_labels_apart(tmp_path, capsys):
+    plain = cost(60.0, features=10.0, grouping=5.0, propagation=0.0, training=40.0, evaluation=5.0)
+    labelled = cost(90.0, gpu=4.0, features=10.0, grouping=5.0, propagation=10.0, training=60.0, evaluation=5.0)
+    metrics = {"before": entry(19.1, 46.8, cost=cost(2.5, evaluation=2.5)),
+               **{f"iteration_{k}": entry(30.0, 50.0, cost=plain) for k in (0, 1)},
+               **{f"iteration_{k}": entry(40.0, 60.0, labelled=10, cost=labelled) for k in (2, 3)}}
+    write_stage(tmp_path, metrics, src_dataset="synth_a", tgt_dataset="synth_b", epochs=10, label_iteration=2)
+    assert run_main(main, [str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    assert "peak GPU" in output and table_row(output, "iterations (4)")[-2:] == ["1.00", "4.00"]
+    assert "ran on: not recorded" in output
+    # 2.5 + 5 x (20 + 70 x 4) + 25 x (30 + 70 x 6) = 12,752.5 s = 3.5 h
+    assert "epochs with this run's data, model and machine: 3.5 h" in output
+    assert ("= before-adaptation evaluation 2.5 s + 5 x (fixed 20.0 s + 70 x epoch 4.00 s) [iterations before the "
+            "labelled set: 2 measured] + 25 x (fixed 30.0 s + 70 x epoch 6.00 s) [iterations with labels: 2 "
+            "measured]") in output
+
+    del metrics["iteration_2"], metrics["iteration_3"]  # cut before the labels: their figures are the others'
+    write_stage(tmp_path, metrics, src_dataset="synth_a", tgt_dataset="synth_b", epochs=10, label_iteration=2)
+    assert run_main(main, [str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    assert "machine: 2.5 h" in output  # 2.5 + 30 x (20 + 70 x 4) = 9,002.5 s
+    assert "[iterations with labels: none measured, the other kind's figures]" in output
+
+
+def test_a_run_of_the_papers_length_gets_no_projection_and_old_logs_no_cost(tmp_path, capsys):
+    metrics = {"before": entry(19.1, 46.8, cost=cost(2.0, evaluation=2.0)),
+               **{f"iteration_{k}": entry(30.0, 50.0, cost=cost(10.0, training=8.0)) for k in range(30)}}
+    write_stage(tmp_path / "ssg", metrics, src_dataset="synth_a", tgt_dataset="synth_b", epochs=70)
+    write_stage(tmp_path / "ssgpp", SSG_METRICS, src_dataset="synth_a", tgt_dataset="synth_b", label_iteration=2)
+    assert run_main(main, [str(tmp_path)]) == 0
+    ssg, ssgpp = capsys.readouterr().out.split("\n\n")
+    assert table_row(ssg, "stage total")[-2:] == ["302.0", "1.00"] and "projection" not in ssg
+    assert "cost: not recorded in this metrics.json" in ssgpp
+
+
+def test_the_source_cost_table_and_its_projection_of_150_validated_epochs(tmp_path, capsys):
+    epochs = [{"epoch": k, "loss": 1.0, "cost": cost(15.0 if k % 2 else 12.0, training=10.0, checkpoint=1.0,
+                                                      **({"validation": 3.0} if k % 2 else {}))} for k in range(4)]
+    resumed_elsewhere = {**CPU_HEADER, "device_name": "AMD Ryzen", "cpu_name": "AMD Ryzen"}
+    metrics = {"run": [CPU_HEADER, CPU_HEADER, resumed_elsewhere], "epochs": epochs, "selected_epoch": 3,
+               "test_synth_a": entry(90.0, 92.0, cost=cost(5.0, evaluation=5.0)),
+               "test_synth_b": entry(30.0, 40.0, cost=cost(4.0, evaluation=4.0))}
+    write_stage(tmp_path, metrics, dataset="synth_a")
+    assert run_main(main, [str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    # training validation evaluation checkpoint other total peak RSS
+    assert table_row(output, "epochs (4)") == ["40.0", "6.0", "-", "4.0", "4.0", "54.0", "1.00"]
+    assert table_row(output, "per epoch") == ["10.0", "1.5", "-", "1.0", "1.0", "13.5", "1.00"]
+    assert table_row(output, "test evaluations (2)") == ["-", "-", "9.0", "-", "0.0", "9.0", "1.00"]
+    assert "resumed 2 times, 1 on the same machine and settings\nresumed on: CPU AMD Ryzen" in output
+    # 150 x (12 + 3) + 9 = 2,259 s
+    assert "the paper's 150 epochs, each validated, with this run's data, model and machine: 37.6 min" in output
+    assert "  = 150 x (epoch 12.0 s + validation 3.0 s) + test evaluations 9.0 s" in output

@@ -36,8 +36,11 @@ def test_two_process_selftraining(tiny_pair, source_checkpoint, tmp_path):
     output = run_two_processes("selftraining.py", [], tiny_pair, source_checkpoint, tmp_path)
     assert_same_digest_on_both_ranks(output, "pseudo-labels")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(metrics) == ["before", "iteration_0"]
+    assert list(metrics) == ["run", "before", "iteration_0"]
     assert {"mAP", "top1", "clusters_global", "images_kept"} <= set(metrics["iteration_0"])
+    assert [header["processes"] for header in metrics["run"]] == [2]  # rank 0's header, once
+    assert set(metrics["iteration_0"]["cost"]["seconds"]) == {"features", "grouping", "training", "evaluation",
+                                                              "checkpoint", "total"}
     assert (tmp_path / "checkpoint.pth.tar").exists()
 
 

@@ -9,8 +9,9 @@ from torch import nn
 
 from reid import datasets, models
 from reid.datasets import ReIDDataset
+from reid.utils.cost import describe_header, run_header
 from reid.utils.errors import UserError
-from reid.utils.logging import claim_logs_dir, prepare_logs_dir, start_logging, write_json
+from reid.utils.logging import MetricsLog, claim_logs_dir, prepare_logs_dir, start_logging, write_json
 from reid.utils.runtime import Runtime, init_runtime, set_seed
 from reid.utils.serialization import load_checkpoint, load_model_weights
 
@@ -30,6 +31,18 @@ def start_run(args: argparse.Namespace) -> Runtime:
               + (f" (DataParallel over GPUs {runtime.gpu_ids})" if len(runtime.gpu_ids) > 1 else ""))
     set_seed(args.seed)
     return runtime
+
+
+def open_metrics(args: argparse.Namespace, runtime: Runtime, data: dict | None = None) -> MetricsLog:
+    """The run's metrics.json, holding ``data`` (the entries of the run being continued, if any), with this
+    start's :func:`run_header` appended to its ``run`` list, so that a resumed run keeps where it first ran; the
+    header is printed too."""
+    metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), data, write=runtime.is_main)
+    header = run_header(args, runtime)
+    if runtime.is_main:
+        print(f"running on: {describe_header(header)}")
+    metrics["run"] = [*metrics.data.get("run", []), header]
+    return metrics
 
 
 class Scalars:

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from reid.utils.errors import UserError
@@ -145,7 +146,13 @@ class MetricsLog:
         self.data: dict[str, Any] = dict(data or {})
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
+        self.update({key: value})
+
+    def update(self, entries: dict[str, Any], drop: Iterable[str] = ()) -> None:
+        """Set ``entries`` and remove the keys ``drop`` (those present) in one write."""
+        self.data.update(entries)
+        for key in drop:
+            self.data.pop(key, None)
         if self.write:
             write_json(self.fpath, self.data)
 
