@@ -352,7 +352,8 @@ def report_figure(stage_dirs: list[str], fpath: str) -> str | None:
         metrics, args = read_stage(stage_dir)
         if "before" in metrics:
             name, pair = stage_name(args), (args.get("src_dataset", "?"), args.get("tgt_dataset", "?"))
-            curves.append(StageCurve(name, metrics, PUBLISHED.get((name, *pair), {}).get("mAP")))
+            curves.append(StageCurve(name, metrics, PUBLISHED.get((name, *pair), {}).get("mAP"),
+                                     args.get("label_iteration")))
     if not curves:
         return None
     return plot_report(curves, f"{pair[0]} -> {pair[1]}: target mAP per iteration", fpath)

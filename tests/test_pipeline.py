@@ -28,7 +28,7 @@ METRICS = {"mAP", "top1", "top5", "top10"}
 def source_logs(tiny_pair, tmp_path_factory):
     logs = tmp_path_factory.mktemp("source")
     argv = ["--dataset", "synth_a", "--test-datasets", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
-            str(logs), "--epochs", "6", "--eval-freq", "2", "-b", "16", "--num-instances", "4", "--lr", "3e-3",
+            str(logs), "--epochs", "12", "--eval-freq", "3", "-b", "32", "--num-instances", "4", "--lr", "1e-3",
             "--no-pretrained", "--num-val", "8", *SMALL]
     assert run_main(source_train.main, argv) == 0
     return logs
@@ -45,9 +45,9 @@ def test_source_training_learns(tiny_pair, source_logs):
     before = Evaluator(untrained, Runtime(torch.device("cpu")), 64, 32, workers=0).evaluate(dataset.query,
                                                                                           dataset.gallery)
     after = read_metrics(source_logs)["test_synth_a"]
-    # Random features already rank this tiny set well (mAP about 75); the model picked on 8 validation
-    # identities gains about 9 points.
-    assert after["mAP"] > before["mAP"] + 5
+    # Random features rank the 40 test identities at mAP 53-55 (seeds 1, 2); the selected model reaches 78-86 with
+    # every CPU kernel set tried (native AVX-512, avx2, default): gains of 25-33 points.
+    assert after["mAP"] > before["mAP"] + 15
 
 
 def test_only_the_validation_split_selects_the_model(tiny_pair, tmp_path, monkeypatch):
@@ -110,8 +110,8 @@ def test_combine_trainval_keeps_the_last_epoch_without_validation(tiny_pair, tmp
 
 def test_source_training_records(source_logs):
     metrics = read_metrics(source_logs)
-    assert [e["epoch"] for e in metrics["epochs"]] == list(range(6))
-    assert "val_mAP" in metrics["epochs"][1] and "val_mAP" not in metrics["epochs"][0]  # --eval-freq 2
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(12))
+    assert "val_mAP" in metrics["epochs"][2] and "val_mAP" not in metrics["epochs"][1]  # --eval-freq 3
     assert {"val_mAP", "val_top1"} <= set(metrics["epochs"][-1])
     assert {"loss", "triplet", "ce"} <= set(metrics["epochs"][0])
     # The selected epoch is the first one of the best validation top-1.

@@ -119,7 +119,7 @@ def test_report_draws_both_stages_against_the_before_line_and_the_papers_marks(t
     with Image.open(tmp_path / "report.png") as picture:
         assert picture.format == "PNG" and picture.size[0] > 300
 
-    stages = [StageCurve("SSG", SSG_METRICS, 58.3), StageCurve("SSG++", semi, 68.7)]
+    stages = [StageCurve("SSG", SSG_METRICS, 58.3), StageCurve("SSG++", semi, 68.7, label_iteration=2)]
     lines = {line.get_label(): line for line in plots._report_figure(
         plots._agg_figure_factory()(), stages, "title").axes[0].get_lines()}
     assert list(lines["SSG (last 58.5)"].get_ydata()) == [20.0, 57.0, 56.0, 59.9, 58.5]
@@ -127,6 +127,7 @@ def test_report_draws_both_stages_against_the_before_line_and_the_papers_marks(t
     assert list(lines["before adaptation (19.1)"].get_ydata()) == [19.1, 19.1]
     assert (list(lines["SSG, published (58.3)"].get_xdata()), list(lines["SSG++, published (68.7)"].get_ydata())) == \
         ([4], [68.7])
+    assert list(lines["SSG++: labelled set drawn"].get_xdata()) == [2, 2]
 
 
 def test_a_synthetic_pair_gets_a_figure_without_paper_marks_and_a_source_stage_none(tmp_path, capsys):

@@ -104,6 +104,7 @@ class StageCurve:
     name: str
     metrics: dict
     paper_map: float | None = None
+    label_iteration: int | None = None  # SSG++: the iteration its labelled set was drawn at
 
 
 STAGE_COLOURS = {"SSG": "tab:blue", "SSG++": "tab:red"}
@@ -133,6 +134,9 @@ def _report_figure(figure, stages: list[StageCurve], title: str):
         last = f" (last {entries[-1][1]['mAP']:.1f})" if entries else ""
         axes.plot([k for k, _ in entries], _series(entries, "mAP"), marker="o", markersize=4, color=colour,
                   label=stage.name + last)
+        if stage.label_iteration is not None and stage.label_iteration <= last_iteration:
+            axes.axvline(stage.label_iteration, linestyle=":", color=colour, alpha=0.6,
+                         label=f"{stage.name}: labelled set drawn")
         if stage.paper_map is not None:
             axes.axhline(stage.paper_map, linestyle=":", color=colour)
             axes.plot([last_iteration], [stage.paper_map], marker="*", markersize=12, linestyle="none",
