@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterable, Sized
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from reid.loss import TripletLoss
-from reid.utils.distributed import gather_output
+from reid.models import ReIDOutput
+from reid.utils.distributed import gather_batch, world_size
 from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime, amp_dtype, to_device
 
@@ -82,6 +84,35 @@ class BaseTrainer:
         images, _, labels, *_ = batch
         output = self.model(to_device(images, self.runtime))
         return gather_output(output, labels.to(self.runtime.device, non_blocking=True))
+
+
+def gather_output(output: ReIDOutput, labels: torch.Tensor) -> tuple[ReIDOutput, torch.Tensor]:
+    """Gather a model output and its labels over the ranks, the features keeping their gradient
+    (:func:`reid.utils.distributed.gather_batch`).
+
+    Parameters
+    ----------
+    output : ReIDOutput
+        This rank's pooled features, embedding and logits (or None).
+    labels : torch.Tensor
+        (B_local,) or (B_local, S+1) labels of this rank's images; gathered without gradient.
+
+    Returns
+    -------
+    tuple
+        The output of the global batch (every field gathered, ``logits`` kept None) and its labels.
+    """
+    if world_size() == 1:
+        return output, labels
+    gathered = output._replace(
+        pooled=gather_batch(output.pooled),
+        embedding=gather_batch(output.embedding),
+        logits=None if output.logits is None else gather_batch(output.logits),
+    )
+    labels = labels.contiguous()
+    shards = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(shards, labels)
+    return gathered, torch.cat(shards)
 
 
 class SourceTrainer(BaseTrainer):

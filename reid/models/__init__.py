@@ -7,11 +7,17 @@ pooled globally and over two horizontal stripes, plus a 2048-d embedding (and a 
 
 from __future__ import annotations
 
-from reid.models.batchnorm import GroupBatchNorm, check_bn_group_size, group_batchnorm
+from reid.models.batchnorm import (
+    DistributedBatchNorm,
+    GroupBatchNorm,
+    check_bn_group_size,
+    convert_sync_batchnorm,
+    group_batchnorm,
+)
 from reid.models.resnet import ReIDOutput, ResNet, check_num_split, feature_map_height, names
 
-__all__ = ["GroupBatchNorm", "ReIDOutput", "ResNet", "check_bn_group_size", "check_num_split", "create",
-           "feature_map_height", "group_batchnorm", "names"]
+__all__ = ["DistributedBatchNorm", "GroupBatchNorm", "ReIDOutput", "ResNet", "check_bn_group_size",
+           "check_num_split", "convert_sync_batchnorm", "create", "feature_map_height", "group_batchnorm", "names"]
 
 
 def create(

@@ -15,8 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from reid.models import group_batchnorm
-from reid.utils.distributed import convert_sync_batchnorm
+from reid.models import convert_sync_batchnorm, group_batchnorm
 from reid.utils.elastic import join_worker_group
 from reid.utils.errors import UserError
 from reid.utils.logging import release_logs_dir, stop_logging
