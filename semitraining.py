@@ -18,10 +18,10 @@ import os
 import numpy as np
 
 from reid.adaptation import AdaptationRun, build_parser, print_digest, type_names
+from reid.arguments import add
+from reid.experiment import check_batch
 from reid.propagation import SAMPLE_METHODS, SemiSupervision
 from reid.trainers import LABELLED_INSTANCES, JointBatches, SemiTrainer, SSGTrainer
-from reid.utils.args import add
-from reid.utils.experiment import check_batch
 from reid.utils.runtime import run_main
 
 

@@ -15,10 +15,7 @@ import os
 import torch
 
 from reid import datasets, models
-from reid.datasets.base import count_ids, split_validation
-from reid.evaluators import Evaluator
-from reid.trainers import SourceTrainer
-from reid.utils.args import (
+from reid.arguments import (
     ArgumentParser,
     add,
     add_data_args,
@@ -27,11 +24,9 @@ from reid.utils.args import (
     add_run_args,
     positive_float,
 )
-from reid.utils.cost import finish_record, record_meter
-from reid.utils.data.loaders import identity_loader
-from reid.utils.data.preprocessor import Item
-from reid.utils.data.transforms import train_transform
-from reid.utils.experiment import (
+from reid.datasets.base import count_ids, split_validation
+from reid.evaluators import Evaluator
+from reid.experiment import (
     WEIGHT_KEYS,
     Scalars,
     check_batch,
@@ -41,9 +36,15 @@ from reid.utils.experiment import (
     resolve_checkpoint,
     resolve_model_options,
     start_run,
+    wrap_model,
 )
+from reid.trainers import SourceTrainer
+from reid.utils.cost import finish_record, record_meter
+from reid.utils.data.loaders import identity_loader
+from reid.utils.data.preprocessor import Item
+from reid.utils.data.transforms import train_transform
 from reid.utils.logging import read_metrics
-from reid.utils.runtime import run_main, unwrap, wrap_model
+from reid.utils.runtime import run_main, unwrap
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
 

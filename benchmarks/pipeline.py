@@ -49,19 +49,20 @@ from PIL import Image
 from benchmarks.train_throughput import amp_dtype, pick_device, random_batch, synchronize
 from reid import datasets, models
 from reid.adaptation import type_names
+from reid.arguments import REPO_DIR
 from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
 from reid.datasets.synthetic import JPEG_QUALITY, DomainStyle, Identity, Renderer, domain_style, make_identities
 from reid.evaluators import Evaluator, extract_features, type_features
+from reid.experiment import wrap_model
 from reid.rerank import re_ranking
 from reid.trainers import SSGTrainer
-from reid.utils.args import REPO_DIR
 from reid.utils.data.loaders import available_cores, default_workers, identity_loader
 from reid.utils.data.transforms import train_transform
 from reid.utils.errors import UserError
 from reid.utils.logging import read_json, write_json
-from reid.utils.runtime import Runtime, run_main, to_device, wrap_model
+from reid.utils.runtime import Runtime, run_main, to_device
 from reid.utils.serialization import save_checkpoint
 
 DATA_VERSION = 1

@@ -21,10 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reid import models
-from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
-from reid.evaluators import Evaluator, extract_features, type_features
-from reid.rerank import re_ranking
-from reid.utils.args import (
+from reid.arguments import (
     ArgumentParser,
     add,
     add_data_args,
@@ -33,12 +30,9 @@ from reid.utils.args import (
     add_optim_args,
     add_run_args,
 )
-from reid.utils.cost import CostMeter, finish_record, record_meter
-from reid.utils.data.loaders import identity_loader
-from reid.utils.data.preprocessor import Item
-from reid.utils.data.transforms import Crop, train_transform
-from reid.utils.errors import UserError
-from reid.utils.experiment import (
+from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
+from reid.evaluators import Evaluator, extract_features, type_features
+from reid.experiment import (
     NEWEST_FIRST,
     WEIGHT_KEYS,
     Scalars,
@@ -49,10 +43,17 @@ from reid.utils.experiment import (
     resolve_checkpoint,
     resolve_model_options,
     start_run,
+    wrap_model,
 )
+from reid.rerank import re_ranking
+from reid.utils.cost import CostMeter, finish_record, record_meter
+from reid.utils.data.loaders import identity_loader
+from reid.utils.data.preprocessor import Item
+from reid.utils.data.transforms import Crop, train_transform
+from reid.utils.errors import UserError
 from reid.utils.logging import read_metrics
 from reid.utils.plots import plot_metrics
-from reid.utils.runtime import Runtime, unwrap, wrap_model
+from reid.utils.runtime import Runtime, unwrap
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
 FEATURE_TYPES = ("global", "upper", "lower")

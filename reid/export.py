@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from reid.arguments import ArgumentParser, add, add_trained_model_args
 from reid.evaluators import eval_features, flip_sum
-from reid.utils.args import ArgumentParser, add, add_trained_model_args
+from reid.experiment import load_trained_model
 from reid.utils.errors import UserError
-from reid.utils.experiment import load_trained_model
 from reid.utils.osutils import write_atomically
 from reid.utils.runtime import run_main
 

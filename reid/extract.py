@@ -23,12 +23,12 @@ import sys
 from torch.utils.data import DataLoader, Dataset
 
 from reid.adaptation import type_names
+from reid.arguments import ArgumentParser, add, add_trained_model_args
 from reid.evaluators import eval_features, extract_features, save_features_h5, type_features
-from reid.utils.args import ArgumentParser, add, add_trained_model_args
+from reid.experiment import load_trained_model, wrap_model
 from reid.utils.data.preprocessor import read_image
 from reid.utils.errors import UserError
-from reid.utils.experiment import load_trained_model
-from reid.utils.runtime import init_runtime, run_main, wrap_model
+from reid.utils.runtime import init_runtime, run_main
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 ON_ERROR = ("stop", "skip")

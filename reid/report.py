@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from reid.utils.args import ArgumentParser
+from reid.arguments import ArgumentParser
 from reid.utils.cost import describe_header
 from reid.utils.errors import UserError
 from reid.utils.logging import read_json

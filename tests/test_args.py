@@ -2,7 +2,7 @@
 import pytest
 
 from reid.adaptation import build_parser
-from reid.utils.experiment import resolve_model_options
+from reid.experiment import resolve_model_options
 
 README = ["--src_dataset", "market1501", "--tgt_dataset", "dukemtmc", "--resume", "logs/market1501", "--iteration",
           "30", "--data_dir", "data", "--logs_dir", "logs/m2d", "--gpu-devices", "0,1", "--num-split", "2"]

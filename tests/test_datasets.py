@@ -18,10 +18,10 @@ from dataset_trees import (
 from PIL import Image
 
 import reid.datasets as datasets
+from reid.arguments import ArgumentParser, add_data_args
 from reid.datasets.base import split_validation
-from reid.utils.args import ArgumentParser, add_data_args
+from reid.experiment import open_dataset
 from reid.utils.errors import UserError
-from reid.utils.experiment import open_dataset
 
 
 def pids(samples):

@@ -9,8 +9,8 @@ import torch
 
 import selftraining
 from reid import models
+from reid.experiment import PAPER_MODEL, WEIGHT_KEYS, resolve_model_options
 from reid.utils.errors import UserError
-from reid.utils.experiment import PAPER_MODEL, WEIGHT_KEYS, resolve_model_options
 from reid.utils.runtime import run_main
 from reid.utils.serialization import save_checkpoint
 

@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from reid.models import convert_sync_batchnorm, group_batchnorm
 from reid.utils.elastic import join_worker_group
 from reid.utils.errors import UserError
 from reid.utils.logging import release_logs_dir, stop_logging
@@ -104,29 +103,6 @@ def init_runtime(gpu_devices: str | None, dist_timeout: float = DEFAULT_DIST_TIM
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         return Runtime(torch.device("cuda", 0), gpu_ids=list(range(torch.cuda.device_count())))
     return Runtime(torch.device("cpu"))
-
-
-def wrap_model(model: nn.Module, runtime: Runtime, sync_bn: bool = True, bn_group_size: int = 0,
-               batch_size: int | None = None) -> nn.Module:
-    """Move ``model`` to the device (channels_last on CUDA, where convolutions run faster in that layout)
-    and wrap it for several GPUs or processes.
-
-    BatchNorm: with ``bn_group_size`` N > 0 every layer normalises consecutive groups of N images of the global
-    training batch of ``batch_size`` images (:func:`reid.models.group_batchnorm`); with 0, one group per batch:
-    the global batch under DDP when ``sync_bn``, else each GPU's or process's share.
-    """
-    if bn_group_size:
-        rank_batch_size = batch_size // runtime.world_size if batch_size else None
-        model = group_batchnorm(model, bn_group_size, rank_batch_size, runtime.device.type)
-    elif runtime.distributed and sync_bn:
-        model = convert_sync_batchnorm(model, runtime.device.type)
-    model = to_device(model, runtime)
-    if runtime.distributed:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    if len(runtime.gpu_ids) > 1:
-        return nn.DataParallel(model, device_ids=runtime.gpu_ids)
-    return model
 
 
 def to_device(tensor_or_model, runtime: Runtime):

@@ -1,4 +1,5 @@
-"""What every script does first: check the logs dir, mirror the console, record the arguments, seed."""
+"""The set-up every script shares: the run (logs dir, console, arguments, seed, devices), its metrics, the model
+on its devices, the datasets, and the checkpoints with the model options they record."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +10,11 @@ from torch import nn
 
 from reid import datasets, models
 from reid.datasets import ReIDDataset
+from reid.models import convert_sync_batchnorm, group_batchnorm
 from reid.utils.cost import describe_header, run_header
 from reid.utils.errors import UserError
 from reid.utils.logging import MetricsLog, claim_logs_dir, prepare_logs_dir, start_logging, write_json
-from reid.utils.runtime import Runtime, init_runtime, set_seed
+from reid.utils.runtime import Runtime, init_runtime, set_seed, to_device
 from reid.utils.serialization import load_checkpoint, load_model_weights
 
 
@@ -31,6 +33,29 @@ def start_run(args: argparse.Namespace) -> Runtime:
               + (f" (DataParallel over GPUs {runtime.gpu_ids})" if len(runtime.gpu_ids) > 1 else ""))
     set_seed(args.seed)
     return runtime
+
+
+def wrap_model(model: nn.Module, runtime: Runtime, sync_bn: bool = True, bn_group_size: int = 0,
+               batch_size: int | None = None) -> nn.Module:
+    """Move ``model`` to the device (channels_last on CUDA, where convolutions run faster in that layout)
+    and wrap it for several GPUs or processes.
+
+    BatchNorm: with ``bn_group_size`` N > 0 every layer normalises consecutive groups of N images of the global
+    training batch of ``batch_size`` images (:func:`reid.models.group_batchnorm`); with 0, one group per batch:
+    the global batch under DDP when ``sync_bn``, else each GPU's or process's share.
+    """
+    if bn_group_size:
+        rank_batch_size = batch_size // runtime.world_size if batch_size else None
+        model = group_batchnorm(model, bn_group_size, rank_batch_size, runtime.device.type)
+    elif runtime.distributed and sync_bn:
+        model = convert_sync_batchnorm(model, runtime.device.type)
+    model = to_device(model, runtime)
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if len(runtime.gpu_ids) > 1:
+        return nn.DataParallel(model, device_ids=runtime.gpu_ids)
+    return model
 
 
 def open_metrics(args: argparse.Namespace, runtime: Runtime, data: dict | None = None) -> MetricsLog:

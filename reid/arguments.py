@@ -9,11 +9,11 @@ import argparse
 import os
 
 from reid import datasets, models
+from reid.experiment import PAPER_MODEL
 from reid.utils.data.loaders import default_workers
-from reid.utils.experiment import PAPER_MODEL
 from reid.utils.runtime import DEFAULT_DIST_TIMEOUT
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -103,7 +103,7 @@ def add_trained_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 # The model options default to None, "not given": the checkpoint's recorded value, else the paper's, applies
-# (reid.utils.experiment.resolve_model_options).
+# (reid.experiment.resolve_model_options).
 def _from_checkpoint(key: str) -> str:
     return f"default: the checkpoint's, else {PAPER_MODEL[key]}"
 
