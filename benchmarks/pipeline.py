@@ -49,7 +49,7 @@ from PIL import Image
 from benchmarks.train_throughput import amp_dtype, pick_device, random_batch, synchronize
 from reid import datasets, models
 from reid.adaptation import type_names
-from reid.arguments import REPO_DIR
+from reid.arguments import REPO_DIR, add_workers_arg
 from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
@@ -58,7 +58,7 @@ from reid.evaluators import Evaluator, extract_features, type_features
 from reid.experiment import wrap_model
 from reid.rerank import re_ranking
 from reid.trainers import SSGTrainer
-from reid.utils.data.loaders import available_cores, default_workers, identity_loader
+from reid.utils.data.loaders import available_cores, identity_loader
 from reid.utils.data.transforms import train_transform
 from reid.utils.errors import UserError
 from reid.utils.logging import read_json, write_json
@@ -512,7 +512,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bn-group-size", type=int, default=64,
                         help="BatchNorm over groups of this many images, as the adaptation scripts (0: one group)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    parser.add_argument("-j", "--workers", type=int, default=default_workers(), help="loader processes")
+    add_workers_arg(parser)
     parser.add_argument("--gen-processes", type=int, default=available_cores(),
                         help="processes that render the data (default: every core available)")
     parser.add_argument("--seed", type=int, default=1)

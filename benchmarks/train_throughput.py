@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from reid import datasets, models
+from reid.arguments import add_workers_arg
 from reid.loss import TripletLoss
 from reid.trainers import part_triplet_terms
 from reid.utils.data.loaders import identity_loader
@@ -172,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="also run AMP and channels_last on the CPU")
     parser.add_argument("--dataset", default=None, choices=datasets.names(), help="also time the data pipeline")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--workers", type=int, default=4, help="loader processes for --dataset")
+    add_workers_arg(parser)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
 

@@ -1,4 +1,5 @@
-"""Argument groups shared by the three scripts.
+"""Argument groups shared by the entry points: the three scripts, ``reid.extract`` and ``reid.export`` (and
+``--workers`` of the benchmarks).
 
 Every option accepts the hyphenated spelling and the underscore spelling typed in the authors' README
 (``--data-dir``/``--data_dir``, ``--src-dataset``/``--src_dataset``, ...).
@@ -76,9 +77,16 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         help="also train on MSMT17's list_val.txt (32,621 images; the authors' code used list_train.txt alone)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
+    add_workers_arg(group)
+    _add_input_size(group)
+
+
+def add_workers_arg(group) -> None:
+    """``--workers``: every entry point's loaders take their worker count from here, by default what this
+    machine has (:func:`reid.utils.data.loaders.default_workers`: torch warns when a loader starts more
+    workers than there are cores)."""
     add(group, "--workers", "-j", type=int, default=default_workers(),
         help="data loading processes (default: the CPU cores available less one, at most 8; here %(default)s)")
-    _add_input_size(group)
 
 
 def add_model_args(parser: argparse.ArgumentParser, bn_group_size: int = 0) -> None:

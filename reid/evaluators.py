@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from reid.evaluation_metrics import cmc, mean_ap
 from reid.rerank import re_ranking_query_gallery
-from reid.utils.data.loaders import prefetch_to_device, split_for_device
+from reid.utils.data.loaders import default_workers, prefetch_to_device, split_for_device
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.transforms import test_transform
 from reid.utils.osutils import write_atomically
@@ -30,7 +30,7 @@ RERANK_SUFFIX = "_rerank"
 
 @torch.no_grad()
 def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, height: int, width: int,
-                     batch_size: int = 128, workers: int = 4, desc: str = "features",
+                     batch_size: int = 128, workers: int | None = None, desc: str = "features",
                      on_device: bool = False, amp: bool = False) -> torch.Tensor:
     """Pooled features ``f(x) + f(flip(x))`` of every item, shape (N, S+1, C), float32, not normalised.
 
@@ -38,14 +38,17 @@ def extract_features(model: nn.Module, items: Sequence[Item], runtime: Runtime, 
     (grouping, distances) runs without waiting for a copy and without a synchronisation per batch. With
     ``amp`` the model runs under autocast on CUDA (as ``--amp`` trains); the features are float32 either way.
     Under DDP each rank extracts a contiguous shard and the shards are gathered, so every rank returns the
-    whole matrix. Use :func:`type_features` or :func:`eval_features` to normalise.
+    whole matrix. ``workers`` loader processes decode the images (default: what this machine has,
+    :func:`reid.utils.data.loaders.default_workers`). Use :func:`type_features` or :func:`eval_features` to
+    normalise.
     """
     was_training = model.training
     model.eval()
     shard = _shard(len(items), runtime)
     in_workers, finish = split_for_device(test_transform(height, width), runtime)  # normalised on a GPU
     loader = DataLoader(Preprocessor([items[i] for i in shard], in_workers), batch_size=batch_size,
-                        num_workers=workers, pin_memory=runtime.device.type == "cuda")
+                        num_workers=default_workers() if workers is None else workers,
+                        pin_memory=runtime.device.type == "cuda")
     chunks = []
     batches = prefetch_to_device(loader, runtime, finish)
     dtype = amp_dtype(runtime.device) if amp else None
@@ -149,7 +152,7 @@ class Evaluator:
     """
 
     def __init__(self, model: nn.Module, runtime: Runtime, height: int, width: int, batch_size: int = 128,
-                 workers: int = 4, amp: bool = False, rerank: bool = False):
+                 workers: int | None = None, amp: bool = False, rerank: bool = False):
         self.model = model
         self.runtime = runtime
         self.size = (height, width)

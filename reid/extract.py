@@ -23,7 +23,7 @@ import sys
 from torch.utils.data import DataLoader, Dataset
 
 from reid.adaptation import type_names
-from reid.arguments import ArgumentParser, add, add_trained_model_args
+from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
 from reid.evaluators import eval_features, extract_features, save_features_h5, type_features
 from reid.experiment import load_trained_model, wrap_model
 from reid.utils.data.preprocessor import read_image
@@ -131,7 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an unreadable image stops the run (default) or is skipped, named on one line (skip decodes every "
              "image once more beforehand)")
     add(group, "--batch-size", "-b", type=int, default=128)
-    add(group, "--workers", "-j", type=int, default=4, help="data loading processes")
+    add_workers_arg(group)
     add(group, "--gpu-devices", type=str, default=None,
         help="comma-separated GPU ids, or 'cpu' (default: every visible GPU)")
     return parser.parse_args(argv)

@@ -1,11 +1,14 @@
 """python -m reid.extract: the evaluation feature of any images, as evaluation computes it, in the HDF5 layout
 of --save-features; model options from the checkpoint; unreadable images named and skipped or fatal."""
+import os
 import shutil
+import warnings
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from reid import extract
 from reid.evaluators import eval_features, extract_features, type_features
@@ -105,6 +108,55 @@ def test_an_unreadable_image_stops_or_is_skipped(small, images, tmp_path, capsys
     kept = [path for path in sorted(images.rglob("*.jpg")) if path != victim]
     assert [name.decode() for name in data["fnames"]] == [str(path) for path in kept]
     assert np.abs(data["features"] - read_features(model, kept)).max() <= 1e-5
+
+
+@pytest.fixture()
+def two_cores(monkeypatch):
+    """A machine that reports 2 CPU cores, to torch's check of the worker count as to the project."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    return 2
+
+
+@pytest.fixture()
+def loader_workers(monkeypatch):
+    """The ``num_workers`` of every DataLoader created during the test, in order."""
+    created = []
+    build = DataLoader.__init__
+
+    def recording_build(loader, *args, **kwargs):
+        build(loader, *args, **kwargs)
+        created.append(loader.num_workers)
+
+    monkeypatch.setattr(DataLoader, "__init__", recording_build)
+    return created
+
+
+def worker_warnings(caught) -> list[str]:
+    return [str(warning.message) for warning in caught if "worker" in str(warning.message)]
+
+
+def test_the_default_workers_fit_a_two_core_machine(small, images, tmp_path, capsys, two_cores, loader_workers):
+    """torch warns of "excessive worker creation" when a loader starts more workers than there are cores."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, _ = run(["--resume", str(small[0]), "--images", str(images), "--out", str(tmp_path / "w.h5"),
+                         "--on-error", "skip"], capsys)
+
+    assert status == 0
+    assert len(loader_workers) == 2 and all(0 < workers <= two_cores for workers in loader_workers)
+    assert worker_warnings(caught) == []
+
+
+def test_the_evaluators_default_workers_fit_a_two_core_machine(small, images, two_cores, loader_workers):
+    paths = sorted(images.rglob("*.jpg"))[:2]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        extract_features(small[1], [(str(path), -1, -1) for path in paths], RUNTIME, 64, 32)
+
+    assert len(loader_workers) == 1 and 0 < loader_workers[0] <= two_cores
+    assert worker_warnings(caught) == []
 
 
 @pytest.mark.parametrize("make, message", [
