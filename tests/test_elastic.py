@@ -18,6 +18,7 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
+from records import results
 
 from reid.utils.elastic import join_worker_group
 from reid.utils.serialization import load_checkpoint
@@ -81,7 +82,7 @@ def undisturbed(tiny_pair, source_checkpoint, tmp_path_factory):
 def assert_same_records(logs, reference):
     """The records of an undisturbed run: metrics within 1e-6, the same labelled set, checkpoint state and
     files."""
-    resumed, expected = read_json(logs / "metrics.json"), read_json(reference / "metrics.json")
+    resumed, expected = (results(read_json(d / "metrics.json")) for d in (logs, reference))
     assert list(resumed) == list(expected) == ["before", "iteration_0", "iteration_1"]
     for key, entry in expected.items():
         assert resumed[key] == pytest.approx(entry, rel=0, abs=1e-6), key
@@ -136,7 +137,7 @@ def test_a_rank_that_stops_answering_ends_the_run_within_dist_timeout(tiny_pair,
     assert len(errors) == 1, output[-3000:]
     cause = re.fullmatch(r"error: rank 0: lost the other ranks \((.+)\): another rank .*--dist-timeout.*", errors[0])
     assert cause and re.search("timed out|timeout", cause.group(1), re.IGNORECASE), errors[0]  # gloo's words vary
-    assert list(read_json(logs / "metrics.json")) == ["before"]
+    assert list(results(read_json(logs / "metrics.json"))) == ["before"]
 
 
 def join_in_threads(ranks, world_size, delays):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from records import results
 
 import selftraining
 import semitraining
@@ -241,7 +242,8 @@ def test_checkpoint_write_failure_stops_and_keeps_the_previous_checkpoint(interr
     assert_one_line(status, lines, str(interrupted_run / "checkpoint.pth.tar"), "No space left on device")
     assert load_checkpoint(str(interrupted_run / "checkpoint.pth.tar"))["epoch"] == 1
     # metrics.json is written before the checkpoint: continuing redoes iteration 1 and rewrites its entry.
-    assert list(read_metrics(str(interrupted_run / "metrics.json"))) == ["before", "iteration_0", "iteration_1"]
+    assert list(results(read_metrics(str(interrupted_run / "metrics.json")))) == ["before", "iteration_0",
+                                                                                    "iteration_1"]
     assert not [name for name in os.listdir(interrupted_run) if name.endswith(".tmp")]
 
 
