@@ -172,13 +172,17 @@ def _cluster(source_pooled: torch.Tensor | None, target_pooled: torch.Tensor, ar
 
 
 def check_enough_clusters(grouping: Grouping, args: argparse.Namespace, iteration: int) -> None:
-    """A batch needs ``batch_size / num_instances`` distinct global clusters among the kept images."""
+    """A batch needs ``batch_size / num_instances`` distinct global clusters among the kept images. The advice
+    follows the cause: few clusters holding most images were merged (eps too large), few images kept were left
+    out as outliers (eps too small)."""
     needed = args.batch_size // args.num_instances
     found = len(np.unique(grouping.labels[grouping.kept, 0]))
     if found < needed:
-        raise UserError(f"iteration {iteration}: grouping kept {found} usable clusters, a batch of "
-                        f"{args.batch_size} needs {needed}; stopped, the last checkpoint is kept (try a larger "
-                        "--rho, a smaller --batch-size or a better source model)")
+        kept, total = len(grouping.kept), len(grouping.labels)
+        rho = "a smaller --rho" if kept * 2 >= total else "a larger --rho"
+        raise UserError(f"iteration {iteration}: grouping kept {found} usable clusters ({kept} of {total} "
+                        f"images), a batch of {args.batch_size} needs {needed}; stopped, the "
+                        f"last checkpoint is kept (try {rho}, a smaller --batch-size or a better source model)")
 
 
 class AdaptationRun:

@@ -167,8 +167,12 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_too_few_clusters_stop_cleanly():
     labels = np.array([[0, 0, 0], [0, 0, 0], [1, 1, 1], [-1, 0, 0]])
     args = type("Args", (), {"batch_size": 8, "num_instances": 4})
-    with pytest.raises(UserError, match="grouping kept 1 usable clusters, a batch of 8 needs 2"):
+    merged = r"grouping kept 1 usable clusters \(2 of 3 images\), a batch of 8 needs 2; .*try a smaller --rho"
+    with pytest.raises(UserError, match=merged):
         check_enough_clusters(Grouping(labels[[0, 1, 3]], [0.1] * 3), args, iteration=3)
+    outliers = np.array([[0, 0, 0], [0, 0, 0], [-1, 0, 0], [-1, 0, 0], [-1, 0, 0]])
+    with pytest.raises(UserError, match=r"\(2 of 5 images\).*try a larger --rho"):
+        check_enough_clusters(Grouping(outliers, [0.1] * 3), args, iteration=3)
     check_enough_clusters(Grouping(labels, [0.1] * 3), args, iteration=3)
 
 
