@@ -65,7 +65,12 @@ def format_table(results: dict[str, dict], variants: dict[str, Variant] = VARIAN
         if not runs:
             continue
         last = [run["iterations"][-1]["mAP"] for run in runs.values() if run["iterations"]]
-        cells = [variants[variant].description, " ".join(variants[variant].options(profile)) or "-",
+        options = " ".join(variants[variant].options(profile)) or "-"
+        if not last:  # e.g. a grouping with too few clusters for a batch: the run's log.txt says why
+            lines.append(f"| {variants[variant].description} | {options} | no iteration finished (see its log.txt) "
+                         "| | | | | | |")
+            continue
+        cells = [variants[variant].description, options,
                  series_text(mean_series(runs, "mAP")), series_text(last), f"{np.mean(last):.1f}",
                  series_text(mean_series(runs, "clusters_global"), "{:.0f}"),
                  series_text(mean_series(runs, "images_kept"), "{:.0f}"),

@@ -45,3 +45,13 @@ def test_the_study_scales_one_option_of_the_profile():
     assert float(options["rho_x0.25"][1]) == float(f"{rho / 4:.3g}") and options["rho_x2"][0] == "--rho"
     assert float(options["lr_x3"][1]) == float(f"{lr * 3:.3g}")
     assert options["epochs_x2"] == ["--epochs", str(round(2 * epochs))]
+
+
+def test_the_study_table_names_a_variant_that_finished_no_iteration():
+    entry = {"mAP": 40.0, "clusters_global": 70, "images_kept": 1100, "pair_precision": 40.0, "pair_recall": 60.0}
+    results = {"profile": {1: {"before": {"mAP": 30.0, "top1": 40.0}, "iterations": [entry, {**entry, "mAP": 44.0}]}},
+               "rho_x2": {1: {"before": {"mAP": 30.0, "top1": 40.0}, "iterations": []}}}
+    rows = ssg_study.format_table(results).splitlines()
+    assert rows[2].startswith("| SSG, run.sh's profile | - | 40.0 44.0 | 44.0 | 44.0 | 70 70 | 1100 1100 | 40 40 |")
+    assert rows[3].startswith("| rho x 2 | --rho 0.03 | no iteration finished (see its log.txt) |")
+    assert rows[3].count("|") == rows[2].count("|")
