@@ -154,7 +154,8 @@ def print_digest(runtime: Runtime, what: str, labels: np.ndarray) -> None:
     """Under DDP every rank prints a digest of the labels it trains on: the log shows that the ranks agree."""
     if runtime.distributed:
         digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()[:12]
-        print(f"rank {runtime.rank}: {what} digest {digest}", flush=True)
+        # One write with its newline: print() writes the end apart, and another rank's line could land between.
+        print(f"rank {runtime.rank}: {what} digest {digest}\n", end="", flush=True)
 
 
 def _cluster(source_pooled: torch.Tensor | None, target_pooled: torch.Tensor, args: argparse.Namespace,

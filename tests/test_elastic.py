@@ -119,7 +119,7 @@ def test_two_machines_on_the_loopback_survive_losing_rank_0(tiny_pair, source_ch
     output = "".join(outputs)
     assert "fault: rank 0 commits kill" in output
     # Both ranks trained on the same pseudo-labels in every iteration, the restarted group's included.
-    digests = re.findall(r"rank (\d): pseudo-labels digest (\w+)", output)
+    digests = re.findall(r"rank (\d): pseudo-labels digest ([0-9a-f]{12})", output)
     per_rank = [[digest for rank, digest in digests if rank == str(r)] for r in (0, 1)]
     assert len(per_rank[0]) == 3 and per_rank[0] == per_rank[1]  # iterations 0, 1 (killed), 1 again
     assert_same_records(logs, undisturbed)

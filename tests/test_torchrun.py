@@ -27,7 +27,7 @@ def run_two_processes(script, options, data_dir, source, logs):
 
 
 def assert_same_digest_on_both_ranks(output, what):
-    digests = re.findall(rf"rank (\d): {what} digest (\w+)", output)
+    digests = re.findall(rf"rank (\d): {what} digest ([0-9a-f]{{12}})", output)
     assert sorted(rank for rank, _ in digests) == ["0", "1"], what
     assert len({digest for _, digest in digests}) == 1, what
 
