@@ -27,12 +27,15 @@ from reid.arguments import (
 from reid.datasets.base import count_ids, split_validation
 from reid.evaluators import Evaluator
 from reid.experiment import (
+    BEST_MODEL,
+    CHECKPOINT,
     WEIGHT_KEYS,
     Scalars,
     check_batch,
     model_config,
     open_dataset,
     open_metrics,
+    read_run_metrics,
     resolve_checkpoint,
     resolve_model_options,
     start_run,
@@ -43,7 +46,6 @@ from reid.utils.cost import finish_record, record_meter
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform
-from reid.utils.logging import read_metrics
 from reid.utils.runtime import run_main, unwrap
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
@@ -77,13 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     model = wrap_model(model, runtime, args.sync_bn, args.bn_group_size, args.batch_size)
     evaluator = Evaluator(model, runtime, args.height, args.width, workers=args.workers, amp=args.amp,
                           rerank=args.rerank)
-    metrics_path = os.path.join(args.logs_dir, "metrics.json")
-    metrics = open_metrics(args, runtime, read_metrics(metrics_path) if checkpoint else None)
+    metrics = open_metrics(args, runtime, read_run_metrics(args.logs_dir) if checkpoint else None)
 
     if not args.evaluate:
         train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch, best_top1)
-        best = load_checkpoint(os.path.join(args.logs_dir, "model_best.pth.tar"))
-        load_model_weights(model, best["state_dict"], "model_best.pth.tar", drop_classifier=False)
+        best = load_checkpoint(os.path.join(args.logs_dir, BEST_MODEL))
+        load_model_weights(model, best["state_dict"], BEST_MODEL, drop_classifier=False)
         metrics["selected_epoch"] = int(best["epoch"]) - 1
         print(f"selected epoch {metrics['selected_epoch']}"
               + (" (the last: --combine-trainval)" if args.combine_trainval else " (best validation top-1)"))
@@ -144,10 +145,10 @@ def train(args, train_items, val_items, model, runtime, evaluator, metrics, star
         scalars.add(epoch, record, prefix="source/")
         with cost.phase("checkpoint"):
             if runtime.is_main:
-                no_best_yet = not os.path.exists(os.path.join(args.logs_dir, "model_best.pth.tar"))
+                no_best_yet = not os.path.exists(os.path.join(args.logs_dir, BEST_MODEL))
                 save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
                                  "config": model_config(args)},
-                                os.path.join(args.logs_dir, "checkpoint.pth.tar"), is_best=is_best or no_best_yet)
+                                os.path.join(args.logs_dir, CHECKPOINT), is_best=is_best or no_best_yet)
         epochs[-1] = {**record, "cost": cost.summary()}
         finish_record(metrics, "epochs", epochs)
     runtime.barrier()

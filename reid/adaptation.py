@@ -33,6 +33,7 @@ from reid.arguments import (
 from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
 from reid.evaluators import Evaluator, extract_features, type_features
 from reid.experiment import (
+    CHECKPOINT,
     NEWEST_FIRST,
     WEIGHT_KEYS,
     Scalars,
@@ -40,6 +41,7 @@ from reid.experiment import (
     model_config,
     open_dataset,
     open_metrics,
+    read_run_metrics,
     resolve_checkpoint,
     resolve_model_options,
     start_run,
@@ -51,13 +53,11 @@ from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import Crop, train_transform
 from reid.utils.errors import UserError
-from reid.utils.logging import read_metrics
 from reid.utils.plots import plot_metrics
 from reid.utils.runtime import Runtime, unwrap
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
 FEATURE_TYPES = ("global", "upper", "lower")
-CHECKPOINT = "checkpoint.pth.tar"
 
 
 def type_names(num_split: int) -> list[str]:
@@ -252,7 +252,7 @@ class AdaptationRun:
         if self.runtime.restart:
             restart = run_checkpoint_in(self.args.logs_dir, self.runtime.run_id)
         continuing = restart is not None or bool(self.args.resume_from)
-        return restart, read_metrics(os.path.join(self.args.logs_dir, "metrics.json")) if continuing else {}
+        return restart, read_run_metrics(self.args.logs_dir) if continuing else {}
 
     def iterations(self) -> Iterator[int]:
         """The iterations left to run; each starts its own :attr:`cost`."""

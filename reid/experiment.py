@@ -13,9 +13,19 @@ from reid.datasets import ReIDDataset
 from reid.models import convert_sync_batchnorm, group_batchnorm
 from reid.utils.cost import describe_header, run_header
 from reid.utils.errors import UserError
-from reid.utils.logging import MetricsLog, claim_logs_dir, prepare_logs_dir, start_logging, write_json
+from reid.utils.logging import (
+    MetricsLog,
+    claim_logs_dir,
+    prepare_logs_dir,
+    read_metrics,
+    start_logging,
+    write_json,
+)
 from reid.utils.runtime import Runtime, init_runtime, set_seed, to_device
 from reid.utils.serialization import load_checkpoint, load_model_weights
+
+# The files of a run under --logs-dir that the scripts read back.
+CHECKPOINT, BEST_MODEL, METRICS = "checkpoint.pth.tar", "model_best.pth.tar", "metrics.json"
 
 
 def start_run(args: argparse.Namespace) -> Runtime:
@@ -62,12 +72,17 @@ def open_metrics(args: argparse.Namespace, runtime: Runtime, data: dict | None =
     """The run's metrics.json, holding ``data`` (the entries of the run being continued, if any), with this
     start's :func:`run_header` appended to its ``run`` list, so that a resumed run keeps where it first ran; the
     header is printed too."""
-    metrics = MetricsLog(os.path.join(args.logs_dir, "metrics.json"), data, write=runtime.is_main)
+    metrics = MetricsLog(os.path.join(args.logs_dir, METRICS), data, write=runtime.is_main)
     header = run_header(args, runtime)
     if runtime.is_main:
         print(f"running on: {describe_header(header)}")
     metrics["run"] = [*metrics.data.get("run", []), header]
     return metrics
+
+
+def read_run_metrics(logs_dir: str) -> dict:
+    """The metrics.json entries of the run in ``logs_dir`` (none when it has no such file), to continue it."""
+    return read_metrics(os.path.join(logs_dir, METRICS))
 
 
 class Scalars:
@@ -99,8 +114,8 @@ def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
     return datasets.create(name, os.path.join(args.data_dir, name), **options)
 
 
-BEST_FIRST = ("model_best.pth.tar", "checkpoint.pth.tar")
-NEWEST_FIRST = ("checkpoint.pth.tar", "model_best.pth.tar")
+BEST_FIRST = (BEST_MODEL, CHECKPOINT)
+NEWEST_FIRST = (CHECKPOINT, BEST_MODEL)
 
 
 def resolve_checkpoint(path: str, option: str = "--resume", names: tuple[str, ...] = BEST_FIRST) -> str:
