@@ -304,6 +304,22 @@ def test_a_second_run_on_a_held_logs_dir_stops_at_once(tmp_path, tiny_pair, sour
     release_logs_dir()
 
 
+def test_claiming_a_logs_dir_removes_what_a_killed_writer_left(tmp_path):
+    """torchrun's SIGTERM to a restarted worker group, or a SIGKILL, runs no ``finally``: the half-written
+    temporary file of the killed writer stays until the next run claims the logs dir."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / "plots").mkdir()
+    stale = [tmp_path / f".metrics.json.{dead_pid}.tmp", tmp_path / "plots" / f".accuracy.png.{dead_pid}.tmp"]
+    kept = [tmp_path / f".model_best.pth.tar.{os.getpid()}.tmp",  # a live process's write in flight
+            tmp_path / ".notes.tmp", tmp_path / "metrics.json"]
+    for fpath in stale + kept:
+        fpath.write_text("{")
+    claim_logs_dir(str(tmp_path))
+    release_logs_dir()
+    assert [fpath.exists() for fpath in stale + kept] == [False, False, True, True, True]
+
+
 def test_a_user_error_under_torchrun_names_its_rank(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from reid.utils.errors import UserError
-from reid.utils.osutils import write_atomically
+from reid.utils.osutils import remove_stale_temporaries, write_atomically
 
 
 class Tee:
@@ -63,6 +63,7 @@ def claim_logs_dir(logs_dir: str) -> None:
     killed run leaves nothing stuck, and the rank 0 of a worker group that torchrun restarts takes it back. The
     DataLoader's forked workers do not inherit it (``flock`` locks would stay held while they linger). The file
     names its holder and is left in place: deleting a lock file lets two runs each lock a file of their own.
+    Once the lock is held, the temporary files of a writer killed mid-write (a previous run) are removed.
     """
     release_logs_dir()
     fpath = os.path.join(logs_dir, LOCK_NAME)
@@ -81,6 +82,7 @@ def claim_logs_dir(logs_dir: str) -> None:
     stream.write(f"held by pid {os.getpid()} on {socket.gethostname()}\n")
     stream.flush()
     _held_locks.append(stream)
+    remove_stale_temporaries(logs_dir)
 
 
 def release_logs_dir() -> None:

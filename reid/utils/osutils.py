@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Callable
 
 from reid.utils.errors import UserError
 
+_TEMPORARY_NAME = ".{name}.{pid}.tmp"
+_TEMPORARY_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")
+
 
 def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
     """Call ``write`` on a temporary file beside ``fpath``, flush it to disk, then rename it over ``fpath``: a
-    process killed mid-write leaves the previous file intact and no half file behind.
+    process killed mid-write leaves the previous file intact. Its half-written temporary file
+    (``.<name>.<pid>.tmp``, hidden) stays until :func:`remove_stale_temporaries` finds it.
 
     A write that the system refuses (no space left, I/O error, quota) raises UserError naming ``fpath``: the run
     stops with one line and the previous file is still the one in place.
@@ -19,7 +24,7 @@ def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
     permissions (mkstemp's are owner-only).
     """
     folder, name = os.path.split(os.path.abspath(fpath))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    tmp = os.path.join(folder, _TEMPORARY_NAME.format(name=name, pid=os.getpid()))
     try:
         write(tmp)
         with open(tmp, "rb+") as stream:
@@ -31,3 +36,28 @@ def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files that :func:`write_atomically` left under ``folder`` (subfolders included)
+    when its process died mid-write; return their paths. Python runs no ``finally`` on SIGKILL, nor on the
+    SIGTERM with which torchrun stops a worker group it restarts. Files of a live process are kept."""
+    removed = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            match = _TEMPORARY_PATTERN.match(name)
+            if match and not _process_exists(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(root, name))
+                    removed.append(os.path.join(root, name))
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
