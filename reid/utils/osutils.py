@@ -38,19 +38,16 @@ def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
-def remove_stale_temporaries(folder: str) -> list[str]:
+def remove_stale_temporaries(folder: str) -> None:
     """Remove the temporary files that :func:`write_atomically` left under ``folder`` (subfolders included)
-    when its process died mid-write; return their paths. Python runs no ``finally`` on SIGKILL, nor on the
-    SIGTERM with which torchrun stops a worker group it restarts. Files of a live process are kept."""
-    removed = []
+    when its process died mid-write: Python runs no ``finally`` on SIGKILL, nor on the SIGTERM with which
+    torchrun stops a worker group it restarts. Files of a live process are kept."""
     for root, _, names in os.walk(folder):
         for name in names:
             match = _TEMPORARY_PATTERN.match(name)
             if match and not _process_exists(int(match.group(1))):
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(root, name))
-                    removed.append(os.path.join(root, name))
-    return removed
 
 
 def _process_exists(pid: int) -> bool:
@@ -58,6 +55,6 @@ def _process_exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # exists, another user's
+        pass
     return True
