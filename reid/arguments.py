@@ -168,7 +168,7 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
     add(group, "--save-features", type=str, default=None,
         help="HDF5 file for the final query/gallery features, names, pids and cameras")
     add(group, "--rerank", action="store_true",
-        help="also report mAP and CMC after k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3) in every evaluation")
+        help="also report mAP and CMC after k-reciprocal re-ranking (Zhong et al.'s setting) in every evaluation")
     add(group, "--visrank", type=int, default=0, metavar="N",
         help="draw the top-10 gallery images of N queries after the final evaluation (logs dir/visrank)")
     add(group, "--tensorboard", action="store_true", help="also log scalars for TensorBoard (needs tensorboard)")

@@ -23,8 +23,6 @@ from reid.utils.runtime import Runtime, amp_dtype
 from reid.utils.visualize import visualize_ranked_results
 
 TOPK = (1, 5, 10)
-# Zhong et al.'s setting for query/gallery re-ranking, the one papers report.
-RERANK = dict(k1=20, k2=6, lambda_value=0.3)
 RERANK_SUFFIX = "_rerank"
 
 
@@ -123,7 +121,7 @@ def evaluate_features(query_features: torch.Tensor, gallery_features: torch.Tens
     distmat = pairwise_distance(query_features, gallery_features).cpu().numpy()
     metrics = evaluate_distances(distmat, query, gallery)
     if rerank:
-        re_ranking_query_gallery(query_features, gallery_features, **RERANK, distances=distmat)
+        re_ranking_query_gallery(query_features, gallery_features, distances=distmat)  # Zhong et al.'s setting
         reranked = evaluate_distances(distmat, query, gallery)
         metrics.update({name + RERANK_SUFFIX: value for name, value in reranked.items()})
     return metrics, distmat
@@ -146,8 +144,8 @@ def format_metrics(metrics: dict[str, float]) -> str:
 class Evaluator:
     """Extracts query and gallery features with one model and reports mAP and CMC.
 
-    With ``rerank`` every evaluation also re-ranks the query/gallery distances (k-reciprocal encoding,
-    Zhong et al. 2017, with k1 20, k2 6, lambda 0.3) and adds ``mAP_rerank``, ``top1_rerank``,
+    With ``rerank`` every evaluation also re-ranks the query/gallery distances (k-reciprocal encoding in
+    Zhong et al.'s setting, :func:`reid.rerank.re_ranking_query_gallery`) and adds ``mAP_rerank``, ``top1_rerank``,
     ``top5_rerank`` and ``top10_rerank`` to the metrics; the figures without re-ranking keep their names.
     """
 

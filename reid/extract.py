@@ -26,11 +26,10 @@ from reid.adaptation import type_names
 from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
 from reid.evaluators import eval_features, extract_features, save_features_h5, type_features
 from reid.experiment import load_trained_model, wrap_model
-from reid.utils.data.preprocessor import read_image
+from reid.utils.data.preprocessor import IMAGE_EXTENSIONS, is_image, read_image
 from reid.utils.errors import UserError
 from reid.utils.runtime import init_runtime, run_main
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 ON_ERROR = ("stop", "skip")
 
 
@@ -38,7 +37,7 @@ def list_images(source: str) -> list[str]:
     """The image paths of a folder (recursive, sorted) or of a text file listing one path per line."""
     if os.path.isdir(source):
         paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
-                       if name.lower().endswith(IMAGE_EXTENSIONS))
+                       if is_image(name))
         if not paths:
             raise UserError(f"--images {source}: no {'/'.join(IMAGE_EXTENSIONS)} file in this folder or below")
         return paths

@@ -80,13 +80,14 @@ class Propagation:
     distances: np.ndarray
 
 
-def propagate_labels(features: torch.Tensor, labelled: np.ndarray, labelled_ids: np.ndarray, k1: int = 20,
-                     k2: int = 6, lambda_value: float = 0.3) -> Propagation:
+def propagate_labels(features: torch.Tensor, labelled: np.ndarray, labelled_ids: np.ndarray,
+                     **rerank_options: float) -> Propagation:
     """Every image outside ``labelled`` takes the identity of its nearest labelled image under the
-    k-reciprocal distance (on L2-normalised evaluation ``features``), most confident first."""
+    k-reciprocal distance (on L2-normalised evaluation ``features``), most confident first. The distance is
+    Zhong et al.'s re-ranking in its usual setting, as the release; ``rerank_options`` (k1, k2, lambda_value)
+    change it."""
     unlabelled = np.setdiff1d(np.arange(len(features)), labelled)
-    distance = re_ranking_query_gallery(features[unlabelled], features[labelled], k1=k1, k2=k2,
-                                        lambda_value=lambda_value)
+    distance = re_ranking_query_gallery(features[unlabelled], features[labelled], **rerank_options)
     nearest = distance.argmin(axis=1)
     closest = distance[np.arange(len(unlabelled)), nearest]
     order = np.argsort(closest, kind="stable")

@@ -1,8 +1,8 @@
 """Tests of the re-ID evaluation metrics (SSG spec section 7, open-reid's protocol).
 
 Hand-computed rankings (ties, same-camera filtering, queries without a valid match, distractors),
-scikit-learn's average precision per query, and a plain per-query reference of the spec on random problems;
-plus the top-k classification accuracy.
+scikit-learn's average precision per query, and a plain per-query reference of the protocol on random
+problems.
 """
 
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from reid.evaluation_metrics import NoValidQueryError, accuracy, cmc, mean_ap, ranking
+from reid.evaluation_metrics import NoValidQueryError, cmc, mean_ap, ranking
 from reid.utils.errors import UserError
 
 
@@ -262,14 +262,3 @@ def test_bad_input_names_the_argument():
         cmc(np.zeros((2, 3)), topk=0)
     with pytest.raises(UserError, match="NaN"):
         mean_ap(np.array([[0.1, np.nan]]))
-
-
-def test_accuracy_counts_target_among_k_best_logits():
-    logits = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05], [0.2, 0.3, 0.5]])
-    target = torch.tensor([2, 0, 0])
-    assert accuracy(logits, target, topk=(1, 2, 3)) == pytest.approx([1 / 3, 2 / 3, 1])
-    assert accuracy(logits.numpy(), target.numpy()) == pytest.approx([1 / 3])
-    with pytest.raises(UserError, match="topk"):
-        accuracy(logits, target, topk=(4,))
-    with pytest.raises(UserError, match="target"):
-        accuracy(logits, target[:2])

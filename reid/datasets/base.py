@@ -11,12 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from reid.utils.data.preprocessor import Item, is_image
 from reid.utils.errors import UserError
 
-Sample = tuple[str, int, int]
-"""One image: absolute file name, person id, 0-based camera id."""
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 MARKET_STYLE_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
@@ -55,11 +52,11 @@ class ReIDDataset:
         self,
         root: str,
         images_dir: str,
-        trainval: list[Sample],
-        query: list[Sample],
-        gallery: list[Sample],
+        trainval: list[Item],
+        query: list[Item],
+        gallery: list[Item],
         *,
-        val: list[Sample] | None = None,
+        val: list[Item] | None = None,
         verbose: bool = True,
     ) -> None:
         self.root = os.path.abspath(root)
@@ -90,12 +87,12 @@ class ReIDDataset:
         return "\n".join(lines)
 
 
-def count_ids(samples: Sequence[Sample]) -> int:
+def count_ids(samples: Sequence[Item]) -> int:
     """Number of distinct pids in ``samples``."""
     return len({pid for _, pid, _ in samples})
 
 
-def relabel(samples: Sequence[Sample]) -> list[Sample]:
+def relabel(samples: Sequence[Item]) -> list[Item]:
     """Map the pids of ``samples`` to ``0..K-1`` in the order of the original pids."""
     new_pid = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in samples}))}
     return [(fname, new_pid[pid], camid) for fname, pid, camid in samples]
@@ -120,7 +117,7 @@ def validation_count(num_val: float, num_ids: int) -> int:
     return count
 
 
-def split_validation(trainval: Sequence[Sample], num_val: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_validation(trainval: Sequence[Item], num_val: float, seed: int) -> tuple[list[Item], list[Item]]:
     """Hold out training identities for model selection (the release's split, ``num_val=0.1``).
 
     ``num_val`` is a fraction of the identities or a count (:func:`validation_count`). The ascending training
@@ -135,11 +132,6 @@ def split_validation(trainval: Sequence[Sample], num_val: float, seed: int) -> t
     train = relabel([sample for sample in trainval if sample[1] not in held_out])
     val = relabel([sample for sample in trainval if sample[1] in held_out])
     return train, val
-
-
-def is_image(fname: str) -> bool:
-    """Whether ``fname`` has an image extension (case-insensitive)."""
-    return fname.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def find_layout(root: str, nestings: Sequence[str], required: Sequence[str]) -> str | None:
@@ -179,7 +171,7 @@ def find_market_style_layout(root: str, title: str, nestings: Sequence[str]) -> 
     return images_dir
 
 
-def parse_image_folder(folder: str, name_pattern: re.Pattern[str], name_format: str) -> list[Sample]:
+def parse_image_folder(folder: str, name_pattern: re.Pattern[str], name_format: str) -> list[Item]:
     """Read every image of ``folder`` whose name (without extension) matches ``name_pattern``.
 
     The pattern must name the groups ``pid`` and ``cam`` (1-based). Junk images (pid -1) are dropped,
@@ -204,7 +196,7 @@ def parse_image_folder(folder: str, name_pattern: re.Pattern[str], name_format: 
     return require_images(samples, folder)
 
 
-def require_images(samples: list[Sample], source: str) -> list[Sample]:
+def require_images(samples: list[Item], source: str) -> list[Item]:
     """Return ``samples`` unchanged; raise a UserError naming ``source`` when it is empty."""
     if not samples:
         raise UserError(f"{source}: no usable image (junk images, pid -1, are not counted)")
@@ -213,7 +205,7 @@ def require_images(samples: list[Sample], source: str) -> list[Sample]:
 
 def load_market_style(
     images_dir: str, name_pattern: re.Pattern[str], name_format: str
-) -> tuple[list[Sample], list[Sample], list[Sample]]:
+) -> tuple[list[Item], list[Item], list[Item]]:
     """Trainval (relabelled), query and gallery read from the three Market-1501 style folders."""
     train, test, query = (os.path.join(images_dir, folder) for folder in MARKET_STYLE_FOLDERS)
     trainval = relabel(parse_image_folder(train, name_pattern, name_format))

@@ -7,13 +7,12 @@ import re
 
 from reid.datasets.base import (
     ReIDDataset,
-    Sample,
     find_layout,
-    is_image,
     layout_error,
     relabel,
     require_images,
 )
+from reid.utils.data.preprocessor import Item, is_image
 from reid.utils.errors import UserError
 
 
@@ -80,7 +79,7 @@ class MSMT17(ReIDDataset):
         expected = f"an MSMT17 folder with {folders} and {', '.join(self.list_files)}"
         raise layout_error(root, expected, nestings)
 
-    def _read_list(self, list_path: str, folder: str) -> list[Sample]:
+    def _read_list(self, list_path: str, folder: str) -> list[Item]:
         """The samples listed in ``list_path``, paths resolved against ``folder``."""
         with open(list_path) as lines:
             samples = [
@@ -90,7 +89,7 @@ class MSMT17(ReIDDataset):
             ]
         return require_images(samples, list_path)
 
-    def _parse_line(self, line: str, where: str, folder: str) -> Sample:
+    def _parse_line(self, line: str, where: str, folder: str) -> Item:
         entry = self.list_line_pattern.fullmatch(line.strip())
         if entry is None:
             raise UserError(f"{where}: expected 'relative/path pid', got {line.strip()!r}")

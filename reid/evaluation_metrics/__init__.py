@@ -1,6 +1,5 @@
-"""Evaluation metrics of person re-identification: CMC, mAP (open-reid's protocol) and top-k accuracy."""
+"""Evaluation metrics of person re-identification: CMC and mAP (open-reid's protocol)."""
 
-from reid.evaluation_metrics.classification import accuracy
 from reid.evaluation_metrics.ranking import NoValidQueryError, cmc, mean_ap
 
-__all__ = ["NoValidQueryError", "accuracy", "cmc", "mean_ap"]
+__all__ = ["NoValidQueryError", "cmc", "mean_ap"]

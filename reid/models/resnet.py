@@ -1,4 +1,4 @@
-"""Part-pooling ResNet of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019, arXiv 1807.11334).
+"""Part-pooling ResNet of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019, arXiv 1811.10144).
 
 A torchvision ResNet up to ``layer4`` (last stride 2, so a 256x128 image gives an 8x4 map) whose map is
 average-pooled globally and over ``num_split`` horizontal stripes, plus the open-reid embedding head
@@ -19,7 +19,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from reid.utils.errors import UserError
+from reid.utils.errors import UserError, first_line
 
 # The torchvision children that make up the convolutional trunk; ``avgpool`` and ``fc`` are replaced.
 BACKBONE_LAYERS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -225,9 +225,7 @@ def _check_head_options(num_split: int, num_features: int, num_classes: int, dro
 
 
 def _short_reason(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    first_line = lines[0] if lines else ""
-    reason = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+    reason = f"{type(error).__name__}: {first_line(error)}"
     return reason if len(reason) <= 120 else reason[:117] + "..."
 
 

@@ -1,4 +1,5 @@
-"""The one exception for bad input that the scripts turn into a single clear line."""
+"""The one exception for bad input that the scripts turn into a single clear line, and how a failure is told
+in that line."""
 
 
 class UserError(Exception):
@@ -7,3 +8,10 @@ class UserError(Exception):
     The scripts catch it, print ``error: <message>`` on one line and exit with status 2; the message must
     name the file or option at fault and say what was expected.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message (libraries' messages run over many lines), or its type's
+    name when the message is empty."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from reid.utils.elastic import join_worker_group
-from reid.utils.errors import UserError
+from reid.utils.errors import UserError, first_line
 from reid.utils.logging import release_logs_dir, stop_logging
 
 T = TypeVar("T")
@@ -70,6 +70,12 @@ class Runtime:
         return values or []
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun started for this run (``WORLD_SIZE``), 1 without torchrun; known before
+    the process group is set up, so that options can be checked against it first."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -86,7 +92,7 @@ def init_runtime(gpu_devices: str | None, dist_timeout: float = DEFAULT_DIST_TIM
     if gpu_devices and gpu_devices != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices
     use_cuda = gpu_devices != "cpu" and torch.cuda.is_available()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
@@ -157,7 +163,7 @@ def _one_line_failure(exc: Exception) -> tuple[int, str] | None:
     """(exit status, message) of a failure told in one line; None for a bug, whose traceback is wanted."""
     if isinstance(exc, UserError) or "UserError" in str(exc):
         return 2, _last_line(exc)
-    if _world_size() > 1 and _is_communication_failure(exc):
+    if launched_world_size() > 1 and _is_communication_failure(exc):
         return 1, (f"lost the other ranks ({_first_sentence(exc)}): another rank died, raised or did not answer "
                    "within --dist-timeout; the last saved checkpoint is kept")
     return None
@@ -176,21 +182,14 @@ def _is_communication_failure(exc: Exception) -> bool:
     return raised_by_torch_distributed or any(marker in str(exc) for marker in GLOO_FAILURES)
 
 
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def _rank_prefix() -> str:
-    return f"rank {os.environ.get('RANK', '0')}: " if _world_size() > 1 else ""
+    return f"rank {os.environ.get('RANK', '0')}: " if launched_world_size() > 1 else ""
 
 
 def _first_sentence(exc: BaseException) -> str:
     """gloo's message without its source location and its advice: ``Read error [ip]:port: Connection reset by
     peer``."""
-    lines = str(exc).strip().splitlines()
-    if not lines:
-        return type(exc).__name__
-    return re.sub(r"^\[[^\]]*\]\s*", "", lines[0]).split(". ")[0].rstrip(".")
+    return re.sub(r"^\[[^\]]*\]\s*", "", first_line(exc)).split(". ")[0].rstrip(".")
 
 
 def _last_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reid.utils.errors import UserError
+from reid.utils.errors import UserError, first_line
 from reid.utils.osutils import write_atomically
 
 BATCHES_TRACKED = "num_batches_tracked"
@@ -47,7 +47,7 @@ def load_checkpoint(fpath: str) -> dict[str, Any]:
     try:
         checkpoint = _torch_load(fpath)
     except Exception as exc:  # torch.load fails in many ways on a file that is not a checkpoint
-        raise UserError(f"{fpath}: not a readable checkpoint ({_first_line(exc)})") from exc
+        raise UserError(f"{fpath}: not a readable checkpoint ({first_line(exc)})") from exc
     if isinstance(checkpoint, dict) and "state_dict" not in checkpoint and _is_state_dict(checkpoint):
         checkpoint = {"state_dict": checkpoint}
     if not isinstance(checkpoint, dict) or not _is_state_dict(checkpoint.get("state_dict")):
@@ -64,11 +64,6 @@ def _torch_load(fpath: str) -> Any:
 
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,6 +12,14 @@ from torch.utils.data import Dataset
 from reid.utils.errors import UserError
 
 Item = tuple[str, int, int]
+"""One image: absolute file name, person id, 0-based camera id."""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def is_image(fname: str) -> bool:
+    """Whether ``fname`` has an image extension (case-insensitive)."""
+    return fname.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_image(fname: str) -> Image.Image:

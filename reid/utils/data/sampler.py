@@ -18,7 +18,7 @@ class RandomIdentitySampler(Sampler[int]):
     Under DistributedDataParallel each of the ``num_replicas`` ranks takes its own contiguous share of whole
     blocks from every global batch, so the union of the ranks' batches is exactly the batch one process would
     draw with the same seed: the training is the same whatever the number of GPUs. Each pass draws a new
-    order from ``(seed, epoch)`` and advances the epoch; ``set_epoch`` sets it explicitly.
+    order from ``(seed, epoch)`` and advances the epoch.
     """
 
     def __init__(self, labels: Sequence[int], num_instances: int, batch_size: int, seed: int = 0,
@@ -40,9 +40,6 @@ class RandomIdentitySampler(Sampler[int]):
     @property
     def num_batches(self) -> int:
         return len(self.groups) // self.ids_per_batch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.num_batches * self.ids_per_batch * self.num_instances // self.num_replicas
