@@ -3,7 +3,7 @@
 The epoch is selected as the release does: by open-reid's ``allshots`` top-1 of the global pool on held-out
 training identities (``--num-val``, a tenth of them) or MSMT17's ``list_val``, or is the last one with
 ``--combine-trainval``; the test query/gallery split only reports the selected model. Every epoch's record and
-every test carries its cost (seconds of training, validation and checkpoint, peak memory: reid.utils.cost).
+every test carries its cost (seconds of training, validation and checkpoint, peak memory: reid.cost).
 
     python source_train.py --dataset market1501 --data_dir data --logs_dir logs/market1501
 """
@@ -24,6 +24,7 @@ from reid.arguments import (
     add_run_args,
     positive_float,
 )
+from reid.cost.meter import finish_record, record_meter
 from reid.datasets.base import count_ids, split_validation
 from reid.evaluators import Evaluator
 from reid.experiment import (
@@ -42,7 +43,6 @@ from reid.experiment import (
     wrap_model,
 )
 from reid.trainers import SourceTrainer
-from reid.utils.cost import finish_record, record_meter
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import train_transform

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from reid.utils.errors import UserError
-from reid.utils.logging import read_json, write_json
 from reid.utils.osutils import write_atomically
 from reid.utils.plots import iteration_entries
+from reid.utils.records import read_json, write_json
 from reid.utils.runtime import run_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -61,7 +61,7 @@ from reid.trainers import SSGTrainer
 from reid.utils.data.loaders import available_cores, identity_loader
 from reid.utils.data.transforms import train_transform
 from reid.utils.errors import UserError
-from reid.utils.logging import read_json, write_json
+from reid.utils.records import read_json, write_json
 from reid.utils.runtime import Runtime, run_main, to_device
 from reid.utils.serialization import save_checkpoint
 

@@ -42,9 +42,9 @@ import source_train
 from reid.adaptation import AdaptationRun, Grouping
 from reid.propagation import LabelledSelection, SemiSupervision
 from reid.utils.errors import UserError
-from reid.utils.logging import read_json, write_json
 from reid.utils.osutils import write_atomically
 from reid.utils.plots import iteration_entries
+from reid.utils.records import read_json, write_json
 from reid.utils.runtime import run_main
 
 ROOT = Path(__file__).resolve().parents[1]

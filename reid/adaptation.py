@@ -31,6 +31,7 @@ from reid.arguments import (
     add_run_args,
 )
 from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
+from reid.cost.meter import CostMeter, finish_record, record_meter
 from reid.evaluators import Evaluator, extract_features, type_features
 from reid.experiment import (
     CHECKPOINT,
@@ -48,7 +49,6 @@ from reid.experiment import (
     wrap_model,
 )
 from reid.rerank import re_ranking
-from reid.utils.cost import CostMeter, finish_record, record_meter
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import Crop, train_transform
@@ -196,7 +196,7 @@ class AdaptationRun:
     iterations), ``best_top1``, ``eps`` (frozen per feature type), ``rng`` (rank 0's RNG states) and
     ``rng_ranks`` (every rank's), ``run_id`` (the torchrun run that wrote it) and ``config``.
 
-    :attr:`cost` measures the record being made (:mod:`reid.utils.cost`): the phases ``features`` and
+    :attr:`cost` measures the record being made (:mod:`reid.cost.meter`): the phases ``features`` and
     ``grouping`` (:meth:`group`), ``evaluation`` and ``checkpoint`` are timed here, ``training`` (and SSG++'s
     ``propagation``) by the scripts. An iteration interrupted and resumed keeps the seconds of both attempts.
     """

@@ -9,23 +9,15 @@ import sys
 from torch import nn
 
 from reid import datasets, models
+from reid.cost.meter import describe_header, run_header
 from reid.datasets import ReIDDataset
 from reid.models import convert_sync_batchnorm, group_batchnorm
-from reid.utils.cost import describe_header, run_header
 from reid.utils.errors import UserError
-from reid.utils.logging import (
-    MetricsLog,
-    claim_logs_dir,
-    prepare_logs_dir,
-    read_metrics,
-    start_logging,
-    write_json,
-)
+from reid.utils.logging import start_logging
+from reid.utils.logs_dir import claim_logs_dir, prepare_logs_dir
+from reid.utils.records import ARGS, BEST_MODEL, CHECKPOINT, METRICS, MetricsLog, read_metrics, write_json
 from reid.utils.runtime import Runtime, init_runtime, set_seed, to_device
 from reid.utils.serialization import load_checkpoint, load_model_weights
-
-# The files of a run under --logs-dir that the scripts read back.
-CHECKPOINT, BEST_MODEL, METRICS = "checkpoint.pth.tar", "model_best.pth.tar", "metrics.json"
 
 
 def start_run(args: argparse.Namespace) -> Runtime:
@@ -37,7 +29,7 @@ def start_run(args: argparse.Namespace) -> Runtime:
         prepare_logs_dir(args.logs_dir)
         claim_logs_dir(args.logs_dir)
         start_logging(args.logs_dir)
-        write_json(os.path.join(args.logs_dir, "args.json"), vars(args))
+        write_json(os.path.join(args.logs_dir, ARGS), vars(args))
         print("command:", " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
         print(f"device: {runtime.device}" + (f" x {runtime.world_size} processes" if runtime.distributed else "")
               + (f" (DataParallel over GPUs {runtime.gpu_ids})" if len(runtime.gpu_ids) > 1 else ""))

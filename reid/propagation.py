@@ -20,7 +20,7 @@ from reid.evaluators import eval_features
 from reid.rerank import re_ranking_query_gallery
 from reid.utils.data.preprocessor import Item
 from reid.utils.errors import UserError
-from reid.utils.logging import read_json, write_json
+from reid.utils.records import read_json, write_json
 
 SAMPLE_METHODS = ("cluster", "random")
 

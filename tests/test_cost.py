@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from reid.utils import cost as cost_module
-from reid.utils.cost import (
+from reid.cost import meter as cost_module
+from reid.cost.meter import (
     GIB,
     PARTIAL_KEY,
     CostMeter,
@@ -19,7 +19,7 @@ from reid.utils.cost import (
     rss_high_water,
     run_header,
 )
-from reid.utils.logging import MetricsLog, read_json, read_metrics
+from reid.utils.records import MetricsLog, read_json, read_metrics
 from reid.utils.runtime import Runtime
 
 CPU = torch.device("cpu")

@@ -19,7 +19,8 @@ from reid import models
 from reid.adaptation import Grouping, check_enough_clusters
 from reid.trainers import BaseTrainer, SSGTrainer
 from reid.utils.errors import UserError
-from reid.utils.logging import MetricsLog, claim_logs_dir, read_metrics, release_logs_dir
+from reid.utils.logs_dir import claim_logs_dir, release_logs_dir
+from reid.utils.records import MetricsLog, read_metrics
 from reid.utils.runtime import Runtime, run_main
 from reid.utils.serialization import load_checkpoint, save_checkpoint
 
@@ -289,7 +290,7 @@ def test_a_second_run_on_a_held_logs_dir_stops_at_once(tmp_path, tiny_pair, sour
     """Another process holds the logs dir as a live run does; once it is killed, the logs dir is free again."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom reid.utils.logging import claim_logs_dir"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom reid.utils.logs_dir import claim_logs_dir"
                                f"\nclaim_logs_dir({str(logs)!r})\nprint('held', flush=True)\ntime.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -4,10 +4,11 @@ import json
 import pytest
 from PIL import Image
 
-from reid.report import BEST_LABEL, PUBLISHED, PUBLISHED_SOURCE, best_iteration, main
+from reid.paper import PUBLISHED, PUBLISHED_SOURCE
+from reid.report import BEST_LABEL, best_iteration, main
 from reid.utils import plots
-from reid.utils.logging import read_json
 from reid.utils.plots import StageCurve
+from reid.utils.records import read_json
 from reid.utils.runtime import run_main
 
 

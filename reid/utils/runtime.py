@@ -17,7 +17,8 @@ from torch import nn
 
 from reid.utils.elastic import join_worker_group
 from reid.utils.errors import UserError, first_line
-from reid.utils.logging import release_logs_dir, stop_logging
+from reid.utils.logging import stop_logging
+from reid.utils.logs_dir import release_logs_dir
 
 T = TypeVar("T")
 GLOO_FAILURES = ("/gloo/", "pair closure")

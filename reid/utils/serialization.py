@@ -18,11 +18,12 @@ from torch import nn
 
 from reid.utils.errors import UserError, first_line
 from reid.utils.osutils import write_atomically
+from reid.utils.records import BEST_MODEL
 
 BATCHES_TRACKED = "num_batches_tracked"
 
 
-def save_checkpoint(state: dict, fpath: str, is_best: bool = False, best_name: str = "model_best.pth.tar") -> None:
+def save_checkpoint(state: dict, fpath: str, is_best: bool = False, best_name: str = BEST_MODEL) -> None:
     """Write ``state`` to ``fpath`` atomically (temporary file in the same folder, fsync, rename), and copy it
     to ``best_name`` beside it when ``is_best``. A process killed mid-save leaves the previous file intact."""
     folder = os.path.dirname(os.path.abspath(fpath))

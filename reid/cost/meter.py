@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from reid.utils.data.loaders import available_cores
-from reid.utils.logging import MetricsLog
+from reid.utils.records import MetricsLog
 from reid.utils.runtime import Runtime, amp_dtype
 
 # metrics.json's entry for the figures of a record not finished yet: what an interrupted run leaves behind.
