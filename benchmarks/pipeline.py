@@ -54,8 +54,9 @@ from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
 from reid.datasets.synthetic import JPEG_QUALITY, DomainStyle, Identity, Renderer, domain_style, make_identities
-from reid.evaluators import Evaluator, extract_features, type_features
+from reid.evaluators import Evaluator
 from reid.experiment import wrap_model
+from reid.feature_extraction import extract_features, type_features
 from reid.rerank import re_ranking
 from reid.trainers import SSGTrainer
 from reid.utils.data.loaders import available_cores, identity_loader

@@ -32,7 +32,7 @@ from reid.arguments import (
 )
 from reid.cluster import cluster_labels, compute_eps, count_clusters, pair_scores, pseudo_labels
 from reid.cost.meter import CostMeter, finish_record, record_meter
-from reid.evaluators import Evaluator, extract_features, type_features
+from reid.evaluators import Evaluator
 from reid.experiment import (
     CHECKPOINT,
     NEWEST_FIRST,
@@ -48,6 +48,7 @@ from reid.experiment import (
     start_run,
     wrap_model,
 )
+from reid.feature_extraction import extract_features, type_features
 from reid.rerank import re_ranking
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from reid.arguments import ArgumentParser, add, add_trained_model_args
-from reid.evaluators import eval_features, flip_sum
 from reid.experiment import load_trained_model
+from reid.feature_extraction import eval_features, flip_sum
 from reid.utils.errors import UserError
 from reid.utils.osutils import write_atomically
 from reid.utils.runtime import run_main

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid.adaptation import type_names
 from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
-from reid.evaluators import eval_features, extract_features, save_features_h5, type_features
 from reid.experiment import load_trained_model, wrap_model
+from reid.feature_extraction import eval_features, extract_features, save_features_h5, type_features
 from reid.utils.data.preprocessor import IMAGE_EXTENSIONS, is_image, read_image
 from reid.utils.errors import UserError
 from reid.utils.runtime import init_runtime, run_main

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from reid.evaluators import eval_features
+from reid.feature_extraction import eval_features
 from reid.rerank import re_ranking_query_gallery
 from reid.utils.data.preprocessor import Item
 from reid.utils.errors import UserError

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from reid import extract
-from reid.evaluators import eval_features, extract_features, type_features
+from reid.feature_extraction import eval_features, extract_features, type_features
 from reid.utils.runtime import Runtime, run_main
 from tests.released_checkpoint import write_released_checkpoint
 from tests.test_trained_model import write_small_checkpoint
