@@ -53,7 +53,8 @@ from reid.arguments import REPO_DIR, add_workers_arg
 from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
-from reid.datasets.synthetic import JPEG_QUALITY, DomainStyle, Identity, Renderer, domain_style, make_identities
+from reid.datasets.pedestrians import DomainStyle, Identity, Renderer, make_identities
+from reid.datasets.synthetic import JPEG_QUALITY, domain_style
 from reid.evaluators import Evaluator
 from reid.experiment import wrap_model
 from reid.feature_extraction import extract_features, type_features

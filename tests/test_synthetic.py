@@ -13,19 +13,10 @@ from PIL import Image
 
 import reid.datasets as datasets
 from reid.datasets.market1501 import Market1501
-from reid.datasets.synthetic import (
-    DOMAIN_SIZES,
-    FORMAT_VERSION,
-    MARKER,
-    STYLE_A,
-    STYLE_B,
-    domain_style,
-    generate,
-    main,
-    make_identities,
-    read_meta,
-)
+from reid.datasets.pedestrians import STYLE_A, STYLE_B, make_identities
+from reid.datasets.synthetic import DOMAIN_SIZES, FORMAT_VERSION, MARKER, domain_style, generate, main, read_meta
 from reid.utils.errors import UserError
+from reid.utils.runtime import run_main
 
 SMALL = {"num_train_ids": 8, "num_test_ids": 6, "num_cameras": 3}
 FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
@@ -258,12 +249,12 @@ def test_people_share_one_garment_but_never_both():
 def test_command_line_generates_a_domain(tmp_path, capsys):
     argv = ["--root", str(tmp_path), "--domain", "synth_b", "--num-train-ids", "3", "--num-test-ids", "2",
             "--num-cameras", "2", "--images-per-camera", "2", "2"]
-    assert main(argv) == 0
+    assert run_main(main, argv) == 0
     meta = read_meta(str(tmp_path))
     assert meta["domain"] == "synth_b"
     assert meta["options"]["images_per_camera"] == [2, 2]
     # 3 train ids x 2 cameras x 2 images; 2 test ids x 2 cameras: 4 queries, 4 gallery + 2 + 2 others.
     assert meta["images"] == {"bounding_box_train": 12, "bounding_box_test": 8, "query": 4}
     assert capsys.readouterr().out.startswith(f"synth_b written to {tmp_path}")
-    assert main(argv) == 2
+    assert run_main(main, argv) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: already holds a generated domain")
