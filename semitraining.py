@@ -4,7 +4,7 @@ Iterations before ``--label-iteration`` are plain SSG. Then one target image per
 (``--sample cluster``; ``random`` draws as many images uniformly), saved under the logs dir, and every
 iteration propagates those labels to the most confident unlabelled images (1/``--iteration`` of them more
 each iteration, all of them at the last); a labelled batch (4 images per identity whatever --num-instances
-is, each a random crop of the raw image) joins each cluster batch in the loss.
+is, each a random crop of the raw image) joins each cluster batch in the loss (docs/algorithm.md, "SSG++").
 
     python semitraining.py --src_dataset dukemtmc --tgt_dataset market1501 --resume logs/dukemtmc \\
         --iteration 30 --data_dir data --logs_dir logs/duke2market_semi --gpu-devices 0,1 --num-split 2 \\
@@ -14,32 +14,28 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 import numpy as np
+import torch
 
-from reid.adaptation import AdaptationRun, build_parser, print_digest, type_names
-from reid.arguments import add
+from reid.adaptation import AdaptationRun
+from reid.arguments import adaptation_parser, add
+from reid.cluster import Grouping
 from reid.experiment import check_batch
+from reid.paper import ADAPTATION
 from reid.propagation import SAMPLE_METHODS, SemiSupervision
 from reid.trainers import LABELLED_INSTANCES, JointBatches, SemiTrainer, SSGTrainer
-from reid.utils.runtime import run_main
+from reid.utils.distributed import print_digest
+from reid.utils.runtime import launched_world_size, run_main
+from selftraining import self_similarity_grouping
+
+GroupingStep = Callable[[AdaptationRun], "tuple[Grouping, torch.Tensor]"]
 
 
 def learning_rate(base_lr: float, epoch: int, epochs: int) -> float:
     """``base_lr`` for the first 55/70 of an iteration's epochs, a tenth of it after."""
     return base_lr if epoch < round(epochs * 55 / 70) else base_lr * 0.1
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser(__doc__, logs_name="semitraining")
-    add(parser, "--sample", type=str, default="cluster", choices=SAMPLE_METHODS, help="how to draw labels")
-    add(parser, "--label-iteration", type=int, default=5, help="iteration at which the labelled set is drawn")
-    add(parser, "--label-seed", type=int, default=None,
-        help="seed of the labelled set's draw (default: --seed - 1, the release's 0 at its default seed 1)")
-    args = parser.parse_args(argv)
-    if args.label_seed is None:
-        args.label_seed = args.seed - 1
-    return args
 
 
 def semi_supervision(run: AdaptationRun) -> SemiSupervision:
@@ -49,18 +45,19 @@ def semi_supervision(run: AdaptationRun) -> SemiSupervision:
                            args.label_iteration, args.iteration, args.label_seed, share=run.runtime.share)
 
 
-def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
-    """Every iteration: self-similarity grouping, then ``--epochs`` of the SSG loss on the clusters, joined by
-    the loss of a labelled batch once ``supervision`` selects labelled images."""
+def train(run: AdaptationRun, supervision: SemiSupervision,
+          group: GroupingStep = self_similarity_grouping) -> None:
+    """Every iteration: self-similarity grouping (``group``), then ``--epochs`` of the SSG loss on the clusters,
+    joined by the loss of a labelled batch once ``supervision`` selects labelled images."""
     args = run.args
     options = dict(margin=args.margin, num_instances=args.num_instances, amp=args.amp, print_freq=args.print_freq)
     ssg_trainer, semi_trainer = SSGTrainer(run.model, run.runtime, **options), SemiTrainer(
         run.model, run.runtime, **options)
     for iteration in run.iterations():
-        grouping, target_pooled = run.group(iteration)  # features -> distance -> DBSCAN, per feature type
-        record, trainer = grouping.summary(type_names(args.num_split)), ssg_trainer
+        grouping, target_features = group(run)
+        record, trainer = run.describe(iteration, grouping), ssg_trainer
         with run.cost.phase("propagation"):
-            selection = supervision.select(iteration, grouping.labels[:, 0], target_pooled)
+            selection = supervision.select(iteration, grouping.labels[:, 0], target_features)
         with run.cost.phase("training"):
             batches = run.loader(grouping.kept, grouping.labels[grouping.kept], iteration)
             if selection is not None:
@@ -70,8 +67,8 @@ def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
                 batches, trainer = JointBatches(batches, labelled), semi_trainer
                 record.update(selection.summary())
             for epoch in range(args.epochs):
-                for group in run.optimizer.param_groups:
-                    group["lr"] = learning_rate(args.lr, epoch, args.epochs)
+                for param_group in run.optimizer.param_groups:
+                    param_group["lr"] = learning_rate(args.lr, epoch, args.epochs)
                 record["loss"] = trainer.train(epoch, batches, run.optimizer)["loss"]
         record.update(run.evaluate(iteration))
         run.finish_iteration(iteration, record)
@@ -79,10 +76,25 @@ def train(run: AdaptationRun, supervision: SemiSupervision) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    check_batch(args.batch_size, LABELLED_INSTANCES, int(os.environ.get("WORLD_SIZE", "1")),
+    check_batch(args.batch_size, LABELLED_INSTANCES, launched_world_size(),
                 what="the labelled loader's images per identity,")
     run = AdaptationRun(args)  # checks, logs, datasets, source model, before-adaptation evaluation
+    if args.evaluate:
+        return
     train(run, semi_supervision(run))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = adaptation_parser(__doc__, logs_name="semitraining")
+    add(parser, "--sample", type=str, default="cluster", choices=SAMPLE_METHODS, help="how to draw labels")
+    add(parser, "--label-iteration", type=int, default=ADAPTATION.label_iteration,
+        help="iteration at which the labelled set is drawn")
+    add(parser, "--label-seed", type=int, default=None,
+        help="seed of the labelled set's draw (default: --seed - 1, the release's 0 at its default seed 1)")
+    args = parser.parse_args(argv)
+    if args.label_seed is None:
+        args.label_seed = args.seed - 1
+    return args
 
 
 if __name__ == "__main__":

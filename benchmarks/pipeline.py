@@ -1,4 +1,4 @@
-"""Benchmark: one whole SSG iteration (ICCV 2019; spec section 4) at Market-1501 scale, phase by phase.
+"""Benchmark: one whole SSG iteration (ICCV 2019; docs/algorithm.md) at Market-1501 scale, phase by phase.
 
 Data: synthetic JPEGs with Market-1501's counts (``--scale 1``): a target of N = 12,936 training images of 751
 identities, 3,368 queries and 15,913 gallery images (2,793 of them distractors), in the Market-1501 layout and
@@ -8,9 +8,10 @@ of the project's generator (``reid.datasets.synthetic``: the target in ``synth_b
 ``--scale`` multiplies every count, for CPU runs and tests.
 
 The model is a randomly initialised ResNet-50 (no ImageNet weights on an offline machine) at 256x128, batch 128,
-through the project's own code: ``extract_features`` (flip sum, features kept on the device), ``re_ranking``
-(sparse) + eps + DBSCAN for the three feature types, the ``SSGTrainer`` loop with the identity loader, and
-the ``Evaluator``. Random weights give meaningless features, so the clusters may be degenerate; the training
+through the project's own code: ``extract_features`` (flip sum, features kept on the device), the grouping as
+``selftraining.py`` runs it (distance, eps and DBSCAN for the three feature types; timed at the first iteration,
+where eps is computed, and at a later one, where it is frozen), the ``SSGTrainer`` loop with the identity loader,
+and the ``Evaluator``. Random weights give meaningless features, so the clusters may be degenerate; the training
 epochs are therefore timed on the generator's true identities (751 at Market scale: 23 batches of 32 x 4,
 about what the clusters of a real run give). ``--epochs`` E are measured, then the first epoch of the next
 iteration (a new loader, whose workers start, on the warmed-up model: every iteration builds one for its new
@@ -48,17 +49,16 @@ from PIL import Image
 
 from benchmarks.train_throughput import amp_dtype, pick_device, random_batch, synchronize
 from reid import datasets, models
-from reid.adaptation import type_names
 from reid.arguments import REPO_DIR, add_workers_arg
-from reid.cluster import cluster_labels, compute_eps, count_clusters
+from reid.cluster import count_clusters
 from reid.datasets.base import MARKET_STYLE_FOLDERS, parse_image_folder, relabel
 from reid.datasets.market1501 import Market1501
 from reid.datasets.pedestrians import DomainStyle, Identity, Renderer, make_identities
 from reid.datasets.synthetic import JPEG_QUALITY, domain_style
 from reid.evaluators import Evaluator
 from reid.experiment import wrap_model
-from reid.feature_extraction import extract_features, type_features
-from reid.rerank import re_ranking
+from reid.feature_extraction import extract_features
+from reid.paper import GROUPING
 from reid.trainers import SSGTrainer
 from reid.utils.data.loaders import available_cores, identity_loader
 from reid.utils.data.transforms import train_transform
@@ -66,6 +66,7 @@ from reid.utils.errors import UserError
 from reid.utils.records import read_json, write_json
 from reid.utils.runtime import Runtime, run_main, to_device
 from reid.utils.serialization import save_checkpoint
+from selftraining import self_similarity_grouping
 
 DATA_VERSION = 1
 MARKER = "pipeline_data.json"
@@ -75,6 +76,7 @@ NUM_INSTANCES = 4
 EPOCHS_PER_ITERATION = 70
 ITERATIONS = 30
 NEXT_ITERATION_EPOCH = "epoch 0, next iteration"
+FIRST_ITERATION = ", first iteration"
 IMAGES_PER_TASK = 200
 # Seeds of the two domains' people and cameras, and of the image plan (who is seen by which camera).
 DOMAIN_SEEDS = {"target": 11, "source": 12}
@@ -309,24 +311,44 @@ def load_data(root: str) -> tuple[datasets.ReIDDataset, list]:
     return target, relabel(parse_image_folder(source_train, Market1501.name_pattern, Market1501.name_format))
 
 
-def time_grouping(source_pooled: torch.Tensor, target_pooled: torch.Tensor, clock: Clock) -> list[dict]:
-    """re_ranking (on the features' device), eps and DBSCAN (CPU) per feature type, the spec's defaults. eps is
-    computed at the first iteration only (it is frozen), so the projection counts it once per run."""
-    results = []
-    for name, source_t, target_t in zip(type_names(NUM_SPLIT), type_features(source_pooled),
-                                         type_features(target_pooled)):
-        with clock.phase(f"re_ranking {name}"):
-            distance = re_ranking(source_t, target_t, sparse=True)
-        with clock.phase(f"eps {name}"):
-            eps = compute_eps(distance)
-        with clock.phase(f"DBSCAN {name}"):
-            try:
-                labels = cluster_labels(distance, eps)
-            except UserError as refusal:  # random weights may give a distance DBSCAN refuses; report it
-                labels, eps = None, f"refused: {refusal}"
-        results.append({"type": name, "eps": eps, "clusters": None if labels is None else count_clusters(labels),
-                        "stored_per_row": distance.nnz / distance.shape[0]})
-    return results
+class _Iteration:
+    """What ``selftraining.self_similarity_grouping`` takes of a run, on the benchmark's model and data, with
+    the paper's grouping options; its phases go to the benchmark's clock, each under the name given by
+    :attr:`label`. Features are extracted (and timed) once and reused by a later grouping."""
+
+    def __init__(self, model: torch.nn.Module, runtime: Runtime, source: list, target: datasets.ReIDDataset,
+                 args: argparse.Namespace, clock: Clock):
+        self.model, self.runtime, self.target, self.clock = model, runtime, target, clock
+        self.source = argparse.Namespace(trainval=source)
+        self.args = argparse.Namespace(**GROUPING, height=args.height, width=args.width, workers=args.workers,
+                                       amp=args.amp, batch_size=args.batch_size)
+        self.eps: list[float] | None = None
+        self.cost, self.label = self, ""
+        self._features: dict[str, torch.Tensor] = {}
+
+    def phase(self, name: str):
+        return self.clock.phase(f"{name}{self.label}")
+
+    def extract(self, items: list, desc: str) -> torch.Tensor:
+        if desc not in self._features:
+            with self.clock.phase(desc):
+                self._features[desc] = extract_features(self.model, items, self.runtime, self.args.height,
+                                                        self.args.width, self.args.batch_size, self.args.workers,
+                                                        desc=desc, on_device=True, amp=self.args.amp)
+        return self._features[desc]
+
+
+def time_grouping(iteration: _Iteration) -> dict:
+    """The grouping as selftraining.py runs it, twice: at the first iteration (eps computed) and at a later
+    one (eps frozen, what every later iteration pays)."""
+    iteration.label = FIRST_ITERATION
+    first, _ = self_similarity_grouping(iteration)
+    iteration.label = ""
+    later, _ = self_similarity_grouping(iteration)
+    names = models.feature_type_names(NUM_SPLIT)
+    return {"eps": dict(zip(names, first.eps)),
+            "clusters": {name: count_clusters(later.labels[:, t]) for t, name in enumerate(names)},
+            "images_kept": int(len(later.kept))}
 
 
 def time_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime,
@@ -379,14 +401,7 @@ def measure(args: argparse.Namespace, runtime: Runtime, root: str) -> dict:
     model = models.create(args.arch, num_split=NUM_SPLIT, num_features=2048, pretrained=False)
     model = wrap_model(model, runtime, bn_group_size=args.bn_group_size, batch_size=args.batch_size)
     size = (args.height, args.width)
-    with clock.phase("source features"):
-        source_pooled = extract_features(model, source, runtime, *size, args.batch_size, args.workers,
-                                         desc="source features", on_device=True, amp=args.amp)
-    with clock.phase("target features"):
-        target_pooled = extract_features(model, target.trainval, runtime, *size, args.batch_size, args.workers,
-                                         desc="target features", on_device=True, amp=args.amp)
-    grouping = time_grouping(source_pooled, target_pooled, clock)
-    del source_pooled, target_pooled
+    grouping = time_grouping(_Iteration(model, runtime, source, target, args, clock))
     optimizer = torch.optim.SGD(model.parameters(), lr=6e-5, momentum=0.9, weight_decay=5e-4)
     training = time_training(model, optimizer, runtime, target, args, clock)
     with clock.phase("evaluation"):
@@ -405,8 +420,8 @@ def projections(figures: dict) -> dict:
     """One iteration with 70 epochs and a 30-iteration run (plus the before-adaptation evaluation, and the eps
     and the warm-up of the first iteration)."""
     seconds, training = figures["seconds"], figures["training"]
-    grouping = sum(value for name, value in seconds.items() if name.startswith(("re_ranking", "DBSCAN")))
-    eps = sum(value for name, value in seconds.items() if name.startswith("eps "))
+    grouping = seconds["grouping"]
+    eps = max(0.0, seconds[f"grouping{FIRST_ITERATION}"] - grouping)
     first_epoch = training["next_iteration_first_epoch_s"]
     warm_up = max(0.0, training["first_epoch_s"] - first_epoch)
     epochs = first_epoch + (EPOCHS_PER_ITERATION - 1) * training["later_epoch_s"]
@@ -452,11 +467,12 @@ def report(args: argparse.Namespace, runtime: Runtime, counts: Counts, generatio
 
     for name, count in (("source features", sizes["source"]), ("target features", sizes["target"])):
         row(name, f"{count / seconds[name]:,.0f} img/s (flip sum: two forward passes each)")
-    for entry in figures["grouping"]:
-        row(f"re_ranking {entry['type']}", f"{entry['stored_per_row']:.0f} stored entries per row")
-        eps = entry["eps"] if isinstance(entry["eps"], str) else f"eps {entry['eps']:.4f}"
-        row(f"eps {entry['type']}", f"{eps}; first iteration only (frozen)")
-        row(f"DBSCAN {entry['type']}", f"{entry['clusters']} clusters (random weights)")
+    grouping = figures["grouping"]
+    row(f"grouping{FIRST_ITERATION}", "distance, eps and DBSCAN per feature type; eps "
+        + ", ".join(f"{name} {eps:.4f}" for name, eps in grouping["eps"].items()))
+    row("grouping", "eps frozen, as every later iteration: clusters "
+        + ", ".join(f"{name} {count}" for name, count in grouping["clusters"].items())
+        + f" (random weights), {grouping['images_kept']} images kept")
     for epoch in range(args.epochs):
         row(f"epoch {epoch}", f"{training['batches_per_epoch']} batches on the true identities"
             + ("; starts the loader, first steps of the model" if epoch == 0 else ""))

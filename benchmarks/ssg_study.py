@@ -24,15 +24,8 @@ from collections.abc import Callable
 import numpy as np
 
 import selftraining
-from benchmarks.ssgpp_ablation import (
-    Variant,
-    demo_profile,
-    mean_series,
-    option_value,
-    parse_args,
-    run_study,
-    series_text,
-)
+from benchmarks.profile import option_value, read_profile
+from benchmarks.ssgpp_ablation import Variant, mean_series, parse_args, run_study, series_text
 from reid.utils.runtime import run_main
 
 
@@ -60,7 +53,7 @@ def format_table(results: dict[str, dict], variants: dict[str, Variant] = VARIAN
     header = ["variant", "options", "mAP per iteration", "last mAP per seed", "mean last mAP", "global clusters",
               "images kept", "pair precision", "pair recall"]
     lines = ["| " + " | ".join(header) + " |", "| --- | --- | --- | --- | ---: | --- | --- | --- | --- |"]
-    profile = demo_profile()
+    profile = read_profile()
     for variant, runs in results.items():
         if not runs:
             continue

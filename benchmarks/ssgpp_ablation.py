@@ -1,7 +1,6 @@
 """Where SSG++'s gain over SSG comes from: an ablation on the synthetic pair (synth_a -> synth_b).
 
-Every variant adapts one source model with run.sh's demo profile (its synthetic branch, read from run.sh), once
-per seed:
+Every variant adapts one source model with run.sh's demo profile (profiles/synthetic.sh), once per seed:
 
     ssg               selftraining.py
     ssg_step_lr       SSG with SSG++'s step learning rate (semitraining.py with no labelled set ever drawn)
@@ -14,7 +13,7 @@ per seed:
                       schedule from iteration 0: the ceiling of all
 
 The variants that are not options of the scripts are composed from the package's pieces (AdaptationRun,
-semitraining.train, reid.propagation.SemiSupervision). Each run writes its records under
+semitraining.train with its grouping step, reid.propagation.SemiSupervision). Each run writes its records under
 ``<logs-dir>/<variant>/seed<k>``; a finished run is skipped and an interrupted one resumes, so a crash costs
 one run. The table gives the mean over seeds of mAP and top-1 per iteration, each seed's last mAP and the
 propagated labels (count and accuracy); it is also written to ``<logs-dir>/ablation.md`` and ``results.json``.
@@ -27,8 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -39,40 +36,21 @@ import numpy as np
 import selftraining
 import semitraining
 import source_train
-from reid.adaptation import AdaptationRun, Grouping
+from benchmarks.profile import option_value, read_profile
+from reid.adaptation import AdaptationRun
+from reid.cluster import Grouping
+from reid.paper import ADAPTATION
 from reid.propagation import LabelledSelection, SemiSupervision
 from reid.utils.errors import UserError
 from reid.utils.osutils import write_atomically
 from reid.utils.plots import iteration_entries
-from reid.utils.records import read_json, write_json
+from reid.utils.records import BEST_MODEL, CHECKPOINT, METRICS, read_json, write_json
 from reid.utils.runtime import run_main
+from selftraining import self_similarity_grouping
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ("synth_a", "synth_b")
-PAPER_ITERATIONS = 30
 INTERRUPTED = 130  # run_main's status after Ctrl-C
-
-
-def demo_profile(run_sh: Path = ROOT / "run.sh") -> dict[str, list[str]]:
-    """The option arrays (MODEL, SOURCE, ADAPT, SEMI) of run.sh's synthetic profile: the first ``then`` branch
-    whose condition names ``synth_``."""
-    branch = re.search(r"^if [^\n]*synth_[^\n]*then\n(.*?)^else", run_sh.read_text(), flags=re.M | re.S)
-    if branch is None:
-        raise UserError(f"{run_sh}: no synthetic profile found (an 'if ... synth_ ...; then' branch)")
-    arrays = re.findall(r"^\s*([A-Z_]+)=\((.*)\)\s*(?:#.*)?$", branch[1], flags=re.M)
-    profile = {name: shlex.split(values) for name, values in arrays}
-    missing = {"MODEL", "SOURCE", "ADAPT", "SEMI"} - set(profile)
-    if missing:
-        raise UserError(f"{run_sh}: the synthetic profile lacks {', '.join(sorted(missing))}")
-    return profile
-
-
-def option_value(options: list[str], name: str) -> str:
-    """The value after the last ``name`` in an option list (argparse keeps the last)."""
-    positions = [i for i, option in enumerate(options) if option in (name, name.replace("-", "_"))]
-    if not positions:
-        raise UserError(f"run.sh's synthetic profile sets no {name}")
-    return options[positions[-1] + 1]
 
 
 class Selected:
@@ -97,12 +75,10 @@ def true_labels(selection: LabelledSelection) -> LabelledSelection:
     return dataclasses.replace(selection, labels=selection.true_ids)
 
 
-class OracleRun(AdaptationRun):
-    """Groups the target by its true identities: every image kept, its identity in every feature type."""
-
-    def group(self, iteration: int) -> tuple[Grouping, None]:
-        true_ids = np.array([pid for _, pid, _ in self.target.trainval])
-        return Grouping(np.repeat(true_ids[:, None], self.args.num_split + 1, axis=1), eps=[]), None
+def true_grouping(run: AdaptationRun) -> tuple[Grouping, None]:
+    """The target grouped by its true identities: every image kept, its identity in every feature type."""
+    true_ids = np.array([pid for _, pid, _ in run.target.trainval])
+    return Grouping(np.repeat(true_ids[:, None], run.args.num_split + 1, axis=1), eps=[]), None
 
 
 class EveryImage:
@@ -116,14 +92,14 @@ class EveryImage:
         return LabelledSelection(everything, self.true_ids, len(everything), self.true_ids)
 
 
-def semi_variant(run_class: type[AdaptationRun], wrap: Callable | None = None,
+def semi_variant(group: semitraining.GroupingStep = self_similarity_grouping, wrap: Callable | None = None,
                  iterations: int | None = None) -> Callable[[list[str]], None]:
-    """A main() for semitraining.py's loop with another run or labelled selection."""
+    """A main() for semitraining.py's loop with another grouping step or labelled selection."""
     def main(argv: list[str]) -> None:
-        run = run_class(semitraining.parse_args(argv))
+        run = AdaptationRun(semitraining.parse_args(argv))
         supervision = semitraining.semi_supervision(run)
         supervision.iterations = iterations or supervision.iterations
-        semitraining.train(run, wrap(supervision) if wrap else supervision)
+        semitraining.train(run, wrap(supervision) if wrap else supervision, group)
     return main
 
 
@@ -151,12 +127,12 @@ VARIANTS = {
     "ssgpp_label0": Variant("SSG++, labels at iteration 0", semitraining.main, _label_iteration(0)),
     "ssgpp": Variant("SSG++ (run.sh)", semitraining.main, _semi),
     "ssgpp_schedule30": Variant("SSG++, U // 30 per iteration",
-                                semi_variant(AdaptationRun, iterations=PAPER_ITERATIONS), _semi),
-    "labelled_only": Variant("SSG++, no propagation", semi_variant(AdaptationRun, lambda s: Selected(
-        s, labelled_only)), _semi),
-    "true_propagation": Variant("SSG++, true labels propagated", semi_variant(AdaptationRun, lambda s: Selected(
-        s, true_labels)), _semi),
-    "oracle": Variant("oracle: true identities", semi_variant(OracleRun, EveryImage), _label_iteration(0)),
+                                semi_variant(iterations=ADAPTATION.iterations), _semi),
+    "labelled_only": Variant("SSG++, no propagation", semi_variant(wrap=lambda s: Selected(s, labelled_only)),
+                             _semi),
+    "true_propagation": Variant("SSG++, true labels propagated",
+                                semi_variant(wrap=lambda s: Selected(s, true_labels)), _semi),
+    "oracle": Variant("oracle: true identities", semi_variant(true_grouping, EveryImage), _label_iteration(0)),
 }
 
 
@@ -165,7 +141,7 @@ def source_model(args: argparse.Namespace, profile: dict[str, list[str]]) -> str
     if args.source_model:
         return args.source_model
     logs = os.path.join(args.logs_dir, "source")
-    if not os.path.exists(os.path.join(logs, "model_best.pth.tar")):
+    if not os.path.exists(os.path.join(logs, BEST_MODEL)):
         argv = ["--dataset", PAIR[0], "--test-datasets", PAIR[1], "--data_dir", args.data_dir, "--logs_dir", logs,
                 *profile["MODEL"], *profile["SOURCE"]]
         if run_main(source_train.main, argv) != 0:
@@ -178,13 +154,13 @@ def run_argv(variant: Variant, seed: int, source: str, args: argparse.Namespace,
     argv = ["--src_dataset", PAIR[0], "--tgt_dataset", PAIR[1], "--resume", source, "--data_dir", args.data_dir,
             "--logs_dir", logs, "--num-split", "2", "--seed", str(seed), *profile["MODEL"], *profile["ADAPT"],
             *variant.options(profile)]
-    if os.path.exists(os.path.join(logs, "checkpoint.pth.tar")):  # interrupted: continue where it stopped
+    if os.path.exists(os.path.join(logs, CHECKPOINT)):  # interrupted: continue where it stopped
         argv += ["--resume-from", logs]
     return argv
 
 
 def finished(logs: str, iterations: int) -> bool:
-    fpath = os.path.join(logs, "metrics.json")
+    fpath = os.path.join(logs, METRICS)
     return os.path.exists(fpath) and f"iteration_{iterations - 1}" in read_json(fpath)
 
 
@@ -222,7 +198,7 @@ def collect(args: argparse.Namespace) -> dict[str, dict]:
     for variant in args.variants:
         runs = {}
         for seed in args.seeds:
-            fpath = os.path.join(args.logs_dir, variant, f"seed{seed}", "metrics.json")
+            fpath = os.path.join(args.logs_dir, variant, f"seed{seed}", METRICS)
             if os.path.exists(fpath):
                 metrics = read_json(fpath)
                 runs[seed] = {"before": metrics.get("before"),
@@ -283,7 +259,7 @@ def parse_args(argv: list[str] | None = None, variants: dict[str, Variant] = VAR
 def run_study(args: argparse.Namespace, variants: dict[str, Variant] = VARIANTS,
               table_of: Callable[[dict[str, dict], dict[str, Variant]], str] = format_table) -> None:
     """Run the variants not finished yet, print their table and write it with the records under the logs dir."""
-    seconds = {} if args.table_only else run_all(args, demo_profile(), variants)
+    seconds = {} if args.table_only else run_all(args, read_profile(), variants)
     results = collect(args)
     table = table_of(results, variants)
     print(table)

@@ -10,7 +10,7 @@ import argparse
 import os
 
 from reid import datasets, models
-from reid.experiment import PAPER_MODEL
+from reid.paper import ADAPTATION, GROUPING, PAPER_MODEL, SOURCE, Schedule
 from reid.utils.data.loaders import default_workers
 from reid.utils.runtime import DEFAULT_DIST_TIMEOUT
 
@@ -75,6 +75,8 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         help="folder holding one sub-folder per dataset (data/market1501, ...)")
     add(group, "--msmt-list-val", action="store_true",
         help="also train on MSMT17's list_val.txt (32,621 images; the authors' code used list_train.txt alone)")
+    add(group, "--cuhk03-labeled", action="store_true",
+        help="CUHK03-NP's hand-drawn boxes (cuhk03-np/labeled/) instead of the detected ones (the default)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
     add_workers_arg(group)
@@ -89,15 +91,22 @@ def add_workers_arg(group) -> None:
         help="data loading processes (default: the CPU cores available less one, at most 8; here %(default)s)")
 
 
-def add_model_args(parser: argparse.ArgumentParser, bn_group_size: int = 0) -> None:
+def add_model_args(parser: argparse.ArgumentParser, bn_group_size: int = 0, source: bool = False) -> None:
+    """The model's options; with ``source``, also those of a model trained from ImageNet weights with a
+    classifier (source training: the adaptation scripts load every weight from the source model)."""
     group = parser.add_argument_group("model")
     _add_architecture(group)
-    add(group, "--dropout", type=float, default=0.1)
-    add(group, "--no-pretrained", action="store_true", help="start from random weights (no ImageNet)")
-    add(group, "--pretrained-path", type=str, default=None, help="torchvision ResNet state dict (offline boxes)")
+    if source:
+        add(group, "--dropout", type=float, default=0.1, help="dropout before the identity classifier")
+        add(group, "--no-pretrained", action="store_true", help="start from random weights (no ImageNet)")
+        add(group, "--pretrained-path", type=str, default=None,
+            help="torchvision ResNet state dict to start from (offline boxes)")
     add(group, "--bn-group-size", type=int, default=bn_group_size, metavar="N",
         help="BatchNorm statistics over consecutive groups of N images of the global batch, on any number of "
              f"GPUs or processes (the paper: 64, 2 GPUs x 64); 0 = one group per batch (default {bn_group_size})")
+    add(group, "--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+        help="with --bn-group-size 0 under torchrun (DDP): BatchNorm over the global batch (default) or each "
+             "process's share")
 
 
 def add_trained_model_args(parser: argparse.ArgumentParser) -> None:
@@ -129,39 +138,43 @@ def _add_input_size(group) -> None:
     add(group, "--width", type=int, default=None, help=f"input width in pixels ({_from_checkpoint('width')})")
 
 
-def add_optim_args(parser: argparse.ArgumentParser, lr: float, epochs: int, margin: float = 0.5) -> None:
+def add_optim_args(parser: argparse.ArgumentParser, schedule: Schedule, sgd: bool) -> None:
+    """Optimisation with ``schedule``'s defaults: SGD with momentum (``sgd``, adaptation) or Adam (source)."""
     group = parser.add_argument_group("optimisation")
-    add(group, "--lr", type=float, default=lr)
-    add(group, "--momentum", type=float, default=0.9)
+    add(group, "--lr", type=float, default=schedule.lr)
+    if sgd:
+        add(group, "--momentum", type=float, default=0.9, help="SGD momentum")
     add(group, "--weight-decay", type=float, default=5e-4)
-    add(group, "--epochs", type=int, default=epochs)
-    add(group, "--margin", type=float, default=margin, help="triplet margin")
+    add(group, "--epochs", type=int, default=schedule.epochs)
+    add(group, "--margin", type=float, default=0.5, help="triplet margin")
 
 
 def add_grouping_args(parser: argparse.ArgumentParser) -> None:
-    """Self-similarity grouping (spec section 4)."""
+    """Self-similarity grouping (docs/algorithm.md, "Grouping")."""
     group = parser.add_argument_group("grouping")
-    add(group, "--iteration", type=int, default=30, help="grouping + training rounds")
-    add(group, "--lambda-value", type=float, default=0.1, help="weight of the source term in the distance")
-    add(group, "--rho", type=float, default=1.6e-3, help="fraction of closest pairs that sets DBSCAN's eps")
-    add(group, "--k1", type=int, default=20)
-    add(group, "--k2", type=int, default=6)
-    add(group, "--min-samples", type=int, default=4, help="DBSCAN min_samples")
+    add(group, "--iteration", type=int, default=ADAPTATION.iterations, help="grouping + training rounds")
+    add(group, "--lambda-value", type=float, default=GROUPING["lambda_value"],
+        help="weight of the source term in the distance")
+    add(group, "--rho", type=float, default=GROUPING["rho"], help="fraction of closest pairs that sets DBSCAN's eps")
+    add(group, "--k1", type=int, default=GROUPING["k1"])
+    add(group, "--k2", type=int, default=GROUPING["k2"])
+    add(group, "--min-samples", type=int, default=GROUPING["min_samples"], help="DBSCAN min_samples")
 
 
-def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
+def add_run_args(parser: argparse.ArgumentParser, logs_name: str, resume: str) -> None:
+    """The run's options; ``resume`` says what ``--resume`` starts from."""
     group = parser.add_argument_group("run")
     add(group, "--seed", type=int, default=1)
     add(group, "--logs-dir", type=str, default=os.path.join(REPO_DIR, "logs", logs_name))
-    add(group, "--resume", type=str, default="", help="checkpoint file, or a logs dir holding one")
-    add(group, "--evaluate", action="store_true", help="only evaluate the --resume checkpoint")
+    add(group, "--resume", type=str, default="", help=resume)
+    add(group, "--resume-from", type=str, default="", metavar="LOGS_DIR",
+        help="continue a stopped run from its newest checkpoint (model, optimiser, RNG state and records)")
+    add(group, "--evaluate", action="store_true", help="only evaluate the --resume model, then stop")
     add(group, "--gpu-devices", type=str, default=None,
         help="comma-separated GPU ids for DataParallel, or 'cpu' (default: every visible GPU)")
     add(group, "--dist-timeout", type=positive_int, default=DEFAULT_DIST_TIMEOUT, metavar="SECONDS",
         help="under torchrun, a rank that waits this long for another (dead or hung) stops, and so does the run "
              "(default %(default)s)")
-    add(group, "--sync-bn", action=argparse.BooleanOptionalAction, default=True,
-        help="synchronised BatchNorm under torchrun (DDP)")
     add(group, "--amp", action="store_true", help="mixed precision on CUDA (bf16 when supported, else fp16)")
     add(group, "--print-freq", type=positive_int, default=10,
         help="batches between progress lines (and between reads of the losses from the GPU)")
@@ -173,3 +186,26 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str) -> None:
         help="draw the top-10 gallery images of N queries after the final evaluation (logs dir/visrank)")
     add(group, "--tensorboard", action="store_true", help="also log scalars for TensorBoard (needs tensorboard)")
     add(group, "--debug", action="store_true", help="show full tracebacks")
+
+
+def adaptation_parser(description: str, logs_name: str) -> ArgumentParser:
+    """The options of both adaptation scripts (selftraining.py, semitraining.py), with the paper's defaults."""
+    parser = ArgumentParser(description=description)
+    add_data_args(parser, cross_domain=True, batch_size=ADAPTATION.batch_size, num_instances=ADAPTATION.num_instances)
+    add_model_args(parser, bn_group_size=ADAPTATION.bn_group_size)
+    add_optim_args(parser, ADAPTATION, sgd=True)
+    add_grouping_args(parser)
+    add_run_args(parser, logs_name=logs_name,
+                 resume="the source model trained by source_train.py (ours or the authors' .pth.tar, or a logs dir)")
+    return parser
+
+
+def source_parser(description: str) -> ArgumentParser:
+    """The options of source_train.py, with the paper's defaults."""
+    parser = ArgumentParser(description=description)
+    add_data_args(parser, cross_domain=False, batch_size=SOURCE.batch_size, num_instances=SOURCE.num_instances)
+    add_model_args(parser, source=True)
+    add_optim_args(parser, SOURCE, sgd=False)
+    add_run_args(parser, logs_name="source",
+                 resume="weights to start from (a checkpoint file or a logs dir); with --evaluate, the model to test")
+    return parser

@@ -1,8 +1,8 @@
-"""Grouping step of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019; spec section 4, steps 3-5).
+"""Grouping step of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019; docs/algorithm.md, steps 3-5).
 
 From the k-reciprocal distance of each feature type (``reid.rerank.re_ranking``, dense or sparse): DBSCAN's
 eps, frozen at the first iteration; DBSCAN labels; and the pseudo-labelled set, the images that no feature
-type calls an outlier. Both forms of the distance give the same eps and labels: where the smallest
+type calls an outlier (:class:`Grouping`). Both forms of the distance give the same eps and labels: where the smallest
 distances reach pairs the sparse form omits, their values are rebuilt exactly from its diagonal. Only label
 arrays leave this module: fitted DBSCAN objects hold a copy of the distance rows of every core sample
 (gigabytes on a dense matrix) and are never kept.
@@ -10,7 +10,9 @@ arrays leave this module: fitted DBSCAN objects hold a copy of the distance rows
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -26,7 +28,7 @@ _SCAN_ELEMENTS = 1 << 24
 
 
 def compute_eps(distance: Distance, rho: float = 1.6e-3) -> float:
-    """DBSCAN's eps: the mean of the smallest ``round(rho * count)`` pairwise distances (spec step 3).
+    """DBSCAN's eps: the mean of the smallest ``round(rho * count)`` pairwise distances (step 3).
 
     The distances are the strictly-upper-triangular non-zero entries of D, ``count`` of them; the rounding
     is numpy's ``np.round``, half to even (``round(2.5) = 2``), as the released code.
@@ -188,7 +190,7 @@ class _OmittedEntries:
 
 
 def cluster_labels(distance: Distance, eps: float, min_samples: int = 4) -> np.ndarray:
-    """DBSCAN on a precomputed distance (spec step 4); -1 marks outliers.
+    """DBSCAN on a precomputed distance (step 4); -1 marks outliers.
 
     Parameters
     ----------
@@ -237,7 +239,7 @@ def _within(distance: scipy.sparse.coo_matrix, eps: float) -> scipy.sparse.csr_m
 
 
 def pseudo_labels(labels_per_type: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The pseudo-labelled set (spec step 5): images that no feature type calls an outlier.
+    """The pseudo-labelled set (step 5): images that no feature type calls an outlier.
 
     Parameters
     ----------
@@ -290,3 +292,42 @@ def pair_scores(labels: np.ndarray, true_ids: np.ndarray) -> tuple[float, float]
 
 def _pairs(sizes: np.ndarray) -> int:
     return int((sizes.astype(np.int64) * (sizes - 1) // 2).sum())
+
+
+@dataclass
+class Grouping:
+    """One iteration's grouping of the target: the DBSCAN labels of every target training image, one column per
+    feature type (N, S+1), -1 = outlier, and the eps of each type."""
+
+    labels: np.ndarray
+    eps: list[float]
+
+    @functools.cached_property
+    def kept(self) -> np.ndarray:
+        """Indices of the images no feature type calls an outlier (step 5)."""
+        return pseudo_labels(list(self.labels.T))[0]
+
+    def summary(self, names: Sequence[str], true_ids: np.ndarray | None = None) -> dict:
+        """The grouping's figures for the iteration's record: eps and clusters per feature type, the images kept
+        and, with the images' true identities, the global clusters' pair precision and recall against them (a
+        diagnostic: the algorithm never sees them)."""
+        record = {f"eps_{n}": float(e) for n, e in zip(names, self.eps)}
+        record.update({f"clusters_{n}": count_clusters(self.labels[:, t]) for t, n in enumerate(names)})
+        record["images_kept"] = int(len(self.kept))
+        if true_ids is not None:
+            record["pair_precision"], record["pair_recall"] = pair_scores(self.labels[:, 0], true_ids)
+        return record
+
+
+def check_enough_clusters(grouping: Grouping, batch_size: int, num_instances: int, iteration: int) -> None:
+    """A batch needs ``batch_size / num_instances`` distinct global clusters among the kept images; UserError
+    otherwise. The advice follows the cause: few clusters holding most images were merged (eps too large), few
+    images kept were left out as outliers (eps too small)."""
+    needed = batch_size // num_instances
+    found = len(np.unique(grouping.labels[grouping.kept, 0]))
+    if found < needed:
+        kept, total = len(grouping.kept), len(grouping.labels)
+        rho = "a smaller --rho" if kept * 2 >= total else "a larger --rho"
+        raise UserError(f"iteration {iteration}: grouping kept {found} usable clusters ({kept} of {total} "
+                        f"images), a batch of {batch_size} needs {needed}; stopped, the last checkpoint is kept "
+                        f"(try {rho}, a smaller --batch-size or a better source model)")

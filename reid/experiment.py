@@ -1,28 +1,34 @@
-"""The set-up every script shares: the run (logs dir, console, arguments, seed, devices), its metrics, the model
-on its devices, the datasets, and the checkpoints with the model options they record."""
+"""What every script's run shares: the set-up (logs dir, console, arguments, seed, devices), the model on its
+devices, the datasets, the checkpoints with the model options they record, and :class:`Run`, the life of a run
+under ``--logs-dir`` (where it starts or continues, its records and their cost, its checkpoints)."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
+import torch
 from torch import nn
 
 from reid import datasets, models
-from reid.cost.meter import describe_header, run_header
+from reid.cost.meter import CostMeter, describe_header, finish_record, record_meter, run_header
 from reid.datasets import ReIDDataset
 from reid.models import convert_sync_batchnorm, group_batchnorm
+from reid.paper import PAPER_MODEL
 from reid.utils.errors import UserError
 from reid.utils.logging import start_logging
 from reid.utils.logs_dir import claim_logs_dir, prepare_logs_dir
 from reid.utils.records import ARGS, BEST_MODEL, CHECKPOINT, METRICS, MetricsLog, read_metrics, write_json
-from reid.utils.runtime import Runtime, init_runtime, set_seed, to_device
-from reid.utils.serialization import load_checkpoint, load_model_weights
+from reid.utils.runtime import Runtime, init_runtime, rng_state, set_rng_state, set_seed, to_device
+from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
 
 
 def start_run(args: argparse.Namespace) -> Runtime:
     """Set up the run described by ``args``; only rank 0 locks the logs dir (a second run there stops at once)
     and writes ``log.txt`` and ``args.json``."""
+    if args.bn_group_size and not args.sync_bn:
+        raise UserError(f"--no-sync-bn: BatchNorm follows --bn-group-size {args.bn_group_size} here; give "
+                        "--bn-group-size 0 --no-sync-bn for each process's own statistics")
     runtime = init_runtime(args.gpu_devices, args.dist_timeout)
     models.check_bn_group_size(args.bn_group_size, args.batch_size, runtime.world_size, len(runtime.gpu_ids))
     if runtime.is_main:
@@ -102,8 +108,8 @@ class Scalars:
 
 def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
     """The dataset ``name`` under ``--data-dir``, with the options the command line gives it."""
-    options = {"combine_val": args.msmt_list_val} if name == "msmt17" else {}
-    return datasets.create(name, os.path.join(args.data_dir, name), **options)
+    options = {"msmt17": {"combine_val": args.msmt_list_val}, "cuhk03": {"labeled": args.cuhk03_labeled}}
+    return datasets.create(name, os.path.join(args.data_dir, name), **options.get(name, {}))
 
 
 BEST_FIRST = (BEST_MODEL, CHECKPOINT)
@@ -131,8 +137,6 @@ def check_batch(batch_size: int, num_instances: int, world_size: int = 1, what: 
                         + (f" x {world_size} processes" if world_size > 1 else ""))
 
 
-# The model of the paper: what applies when neither the user nor the checkpoint says otherwise.
-PAPER_MODEL = {"arch": "resnet50", "num_split": 2, "features": 2048, "height": 256, "width": 128}
 _OPTION_NAMES = {"arch": "-a/--arch", "num_split": "--num-split", "features": "--features", "height": "--height",
                  "width": "--width"}
 # What the weights themselves depend on: a checkpoint cannot be loaded with other values.
@@ -173,3 +177,102 @@ def load_trained_model(args: argparse.Namespace) -> nn.Module:
     model = models.create(args.arch, num_split=args.num_split, num_features=args.features, pretrained=False)
     load_model_weights(model, checkpoint["state_dict"], source, drop_classifier=True)
     return model.eval()
+
+
+def load_run_checkpoint(fpath: str) -> dict:
+    """A checkpoint a run can continue from (``--resume-from``); another file raises UserError naming it."""
+    checkpoint = load_checkpoint(fpath)
+    if not {"optimizer", "epoch"} <= set(checkpoint):
+        raise UserError(f"{fpath}: not a checkpoint to continue a run from (it has no optimiser state or epoch "
+                        "count); a model to start from is given with --resume")
+    return checkpoint
+
+
+def run_checkpoint_in(logs_dir: str, run_id: str) -> dict | None:
+    """The checkpoint in ``logs_dir`` when the torchrun run ``run_id`` wrote it (an older run's is not this
+    run's state), else None. Written atomically, it is always the newest complete one."""
+    fpath = os.path.join(logs_dir, CHECKPOINT)
+    if not run_id or not os.path.isfile(fpath):
+        return None
+    checkpoint = load_run_checkpoint(fpath)
+    return checkpoint if checkpoint.get("run_id") == run_id else None
+
+
+def resumed_checkpoint(args: argparse.Namespace) -> dict | None:
+    """The checkpoint of ``--resume-from`` (its newest, with the model options it records settled in ``args``),
+    None without it; read before any expensive work."""
+    if not args.resume_from:
+        return None
+    if args.evaluate:
+        raise UserError("--evaluate tests the --resume model; --resume-from continues a run: give one of them")
+    checkpoint = load_run_checkpoint(resolve_checkpoint(args.resume_from, "--resume-from", NEWEST_FIRST))
+    resolve_model_options(args, checkpoint, args.resume_from)
+    return checkpoint
+
+
+class Run:
+    """The life of a run under ``--logs-dir``, shared by the three scripts.
+
+    Set-up (:func:`start_run`), then :meth:`continue_from` decides where the run starts: after torchrun restarted
+    its worker group, this run's newest checkpoint in the logs dir; else the ``--resume-from`` checkpoint; else a
+    fresh start. Rank 0 reads the files and decides for every rank. :attr:`metrics` is metrics.json (the continued
+    run's records kept), :attr:`cost` the meter of the record being made (:mod:`reid.cost.meter`), and
+    :meth:`save` writes a checkpoint with every rank's RNG states, the torchrun run's id and the model options,
+    which :meth:`restore` puts back.
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.runtime = start_run(args)
+        self.metrics: MetricsLog | None = None
+        self.cost: CostMeter | None = None
+
+    def continue_from(self, resumed: dict | None, unit: str) -> dict | None:
+        """Open metrics.json and return the checkpoint this run continues from (None: a fresh start).
+
+        ``resumed`` is the ``--resume-from`` checkpoint. A restarted worker group continues from this run's
+        newest checkpoint instead (none yet: the group starts over), whose model options are settled in args;
+        the log says so, at which ``unit`` (epoch, iteration)."""
+        def starting_point() -> tuple[dict | None, dict]:
+            restart = run_checkpoint_in(self.args.logs_dir, self.runtime.run_id) if self.runtime.restart else None
+            continuing = restart is not None or resumed is not None
+            return restart, read_run_metrics(self.args.logs_dir) if continuing else {}
+
+        restart, records = self.runtime.share(starting_point)
+        self.metrics = open_metrics(self.args, self.runtime, records)
+        self.scalars = Scalars(self.args.logs_dir, self.args.tensorboard and self.runtime.is_main)
+        if restart is not None:
+            resolve_model_options(self.args, restart, self.args.logs_dir)
+            print(f"worker group restarted (restart {self.runtime.restart}): continuing this run from "
+                  f"{os.path.join(self.args.logs_dir, CHECKPOINT)} at {unit} {restart['epoch']}")
+            return restart
+        return resumed
+
+    def record(self, key: str) -> CostMeter:
+        """Start the record ``key`` of metrics.json: :attr:`cost` measures it from now on."""
+        self.cost = record_meter(self.metrics, key, self.runtime.device)
+        return self.cost
+
+    def finish(self, key: str, record: dict) -> None:
+        """Write the finished record ``key`` with its cost (the seconds of any interrupted attempt included)."""
+        finish_record(self.metrics, key, {**record, "cost": self.cost.summary()})
+
+    def save(self, state: dict, is_best: bool) -> None:
+        """Write ``state`` as checkpoint.pth.tar (rank 0), with every rank's RNG states (each rank's augmentations
+        drew its own numbers), the run's id and the model options; copy it to model_best.pth.tar when
+        ``is_best``. Timed as the phase ``checkpoint``."""
+        rng_states = self.runtime.gather(rng_state())
+        with self.cost.phase("checkpoint"):
+            if self.runtime.is_main:
+                save_checkpoint({**state, "rng": rng_states[0], "rng_ranks": rng_states,
+                                 "run_id": self.runtime.run_id, "config": model_config(self.args)},
+                                os.path.join(self.args.logs_dir, CHECKPOINT), is_best=is_best)
+
+    def restore(self, checkpoint: dict, optimizer: torch.optim.Optimizer) -> None:
+        """Put back the optimiser and this rank's RNG states of a checkpoint being continued: its own when it was
+        saved by as many ranks, else rank 0's."""
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        per_rank = checkpoint.get("rng_ranks") or []
+        state = per_rank[self.runtime.rank] if len(per_rank) == self.runtime.world_size else checkpoint.get("rng")
+        if state:
+            set_rng_state(state)

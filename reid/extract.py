@@ -22,7 +22,7 @@ import sys
 
 from torch.utils.data import DataLoader, Dataset
 
-from reid.adaptation import type_names
+from reid import models
 from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
 from reid.experiment import load_trained_model, wrap_model
 from reid.feature_extraction import eval_features, extract_features, save_features_h5, type_features
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     per_type = {}
     if args.per_type:
         per_type = {f"features_{name}": values
-                    for name, values in zip(type_names(args.num_split), type_features(pooled))}
+                    for name, values in zip(models.feature_type_names(args.num_split), type_features(pooled))}
     attrs = {"checkpoint": args.resume, "arch": args.arch, "height": args.height, "width": args.width,
              "num_split": args.num_split}
     if runtime.is_main:

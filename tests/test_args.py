@@ -1,7 +1,7 @@
 """The authors' README command lines parse as typed, and the hyphenated spellings mean the same."""
 import pytest
 
-from reid.adaptation import build_parser
+from reid.arguments import adaptation_parser
 from reid.experiment import resolve_model_options
 
 README = ["--src_dataset", "market1501", "--tgt_dataset", "dukemtmc", "--resume", "logs/market1501", "--iteration",
@@ -12,7 +12,7 @@ HYPHENATED = ["--src-dataset", "market1501", "--tgt-dataset", "dukemtmc", "--res
 
 
 def test_readme_and_hyphenated_spellings_agree():
-    parser = build_parser("", "selftraining")
+    parser = adaptation_parser("", "selftraining")
     typed, hyphenated = parser.parse_args(README), parser.parse_args(HYPHENATED)
     assert vars(typed) == vars(hyphenated)
     assert (typed.src_dataset, typed.tgt_dataset, typed.iteration, typed.gpu_devices, typed.num_split) == (
@@ -20,7 +20,7 @@ def test_readme_and_hyphenated_spellings_agree():
 
 
 def test_spec_defaults():
-    args = build_parser("", "selftraining").parse_args(README)
+    args = adaptation_parser("", "selftraining").parse_args(README)
     assert (args.batch_size, args.num_instances, args.lr, args.epochs, args.lambda_value, args.rho, args.k1, args.k2,
             args.min_samples, args.seed, args.margin) == (128, 4, 6e-5, 70, 0.1, 1.6e-3, 20, 6, 4, 1, 0.5)
     # model options not given stay unset until a checkpoint (or, without one, the paper) settles them
@@ -30,12 +30,12 @@ def test_spec_defaults():
 
 
 def test_single_word_options_have_one_spelling():
-    option_strings = [a.option_strings for a in build_parser("", "selftraining")._actions]
+    option_strings = [a.option_strings for a in adaptation_parser("", "selftraining")._actions]
     assert ["--seed"] in option_strings and ["-a", "--arch"] in option_strings
 
 
 def test_a_print_freq_below_one_is_one_line_and_exit_2(capsys):
-    parser = build_parser("", "selftraining")
+    parser = adaptation_parser("", "selftraining")
     for value in ("0", "-3", "ten"):
         with pytest.raises(SystemExit) as stopped:
             parser.parse_args([*README, "--print-freq", value])

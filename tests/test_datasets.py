@@ -114,6 +114,15 @@ def test_cuhk03_detected_by_default_and_labeled_on_request(tmp_path, nesting):
     assert all(fname.endswith(".png") for fname, _, _ in detected.gallery + labeled.gallery)
 
 
+def test_the_command_line_chooses_cuhk03s_boxes(tmp_path):
+    for boxes, files in CUHK03_FILES.items():
+        write_market_style(str(tmp_path / "cuhk03" / "cuhk03-np" / boxes), files)
+    parser = source_parser("")
+    for options, boxes in (([], "detected"), (["--cuhk03-labeled"], "labeled"), (["--cuhk03_labeled"], "labeled")):
+        args = parser.parse_args(["--dataset", "cuhk03", "--data_dir", str(tmp_path), *options])
+        assert open_dataset("cuhk03", args).images_dir == str(tmp_path / "cuhk03" / "cuhk03-np" / boxes)
+
+
 @pytest.mark.parametrize(
     ("nesting", "train_folder", "test_folder"),
     [("", "train", "test"), ("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2")],

@@ -3,7 +3,7 @@ import json
 
 from benchmarks import ssg_study
 from benchmarks.demo_seeds import format_table, read_seed, targets_met
-from benchmarks.ssgpp_ablation import demo_profile, option_value
+from benchmarks.profile import option_value, read_profile
 
 
 def write_run(logs, before, ssg, ssgpp):
@@ -38,7 +38,7 @@ def test_an_unfinished_run_is_not_read(tmp_path):
 
 
 def test_the_study_scales_one_option_of_the_profile():
-    profile = demo_profile()
+    profile = read_profile()
     options = {name: variant.options(profile) for name, variant in ssg_study.VARIANTS.items()}
     rho, lr, epochs = (float(option_value(profile["ADAPT"], name)) for name in ("--rho", "--lr", "--epochs"))
     assert options["profile"] == []

@@ -7,11 +7,10 @@ import inspect
 import re
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # The authors' README writes its commands with these placeholders.
 PLACEHOLDERS = {

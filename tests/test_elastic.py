@@ -18,20 +18,16 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import REPO, adapt_argv
 from records import results
 
 from reid.utils.elastic import join_worker_group
 from reid.utils.serialization import load_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAULTY_WORKER = os.path.join(REPO, "tests", "faulty_worker.py")
+FAULTY_WORKER = str(REPO / "tests" / "faulty_worker.py")
 NO_HANG = 600  # seconds; a hung run would otherwise wait torch's 30 minutes
-TINY_RUN = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--iteration", "2", "--epochs", "2",
-            "--label-iteration", "1", "-b", "8", "--num-instances", "4", "--rho", "0.05", "-a", "resnet18",
-            "--height", "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu",
-            "--bn-group-size", "8"]
 # Unbuffered: each rank's line reaches the shared pipe in one write; PYTHONPATH: faulty_worker imports reid.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
 
 
 def free_port():
@@ -43,12 +39,13 @@ def free_port():
 def torchrun(launcher, data_dir, source, logs, fault=None, options=()):
     """The command of one torchrun agent running semitraining.py, with ``fault`` = (what, rank, iteration)
     injected once (the marker file beside the logs dir remembers it was)."""
-    entry = [os.path.join(REPO, "semitraining.py")]
+    entry = [str(REPO / "semitraining.py")]
     if fault:
         what, rank, iteration = fault
         entry = [FAULTY_WORKER, what, str(rank), str(iteration), f"{logs}.fault", entry[0]]
-    return [sys.executable, "-m", "torch.distributed.run", *launcher, *entry, "--data_dir", str(data_dir),
-            "--resume", str(source), "--logs_dir", str(logs), *TINY_RUN, *options]
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, *entry,
+            *adapt_argv(data_dir, logs, source, "--iteration", "2", "--epochs", "2", "--label-iteration", "1",
+                        "--gpu-devices", "cpu", *options)]
 
 
 def run_agents(commands):

@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL, adapt_argv, assert_one_line, run
 from records import results
 
 import selftraining
 import semitraining
 import source_train
 from reid import models
-from reid.adaptation import Grouping, check_enough_clusters
+from reid.cluster import Grouping, check_enough_clusters
 from reid.trainers import BaseTrainer, SSGTrainer
 from reid.utils.errors import UserError
 from reid.utils.logs_dir import claim_logs_dir, release_logs_dir
@@ -24,45 +25,11 @@ from reid.utils.records import MetricsLog, read_metrics
 from reid.utils.runtime import Runtime, run_main
 from reid.utils.serialization import load_checkpoint, save_checkpoint
 
-SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0"]
-
-
-def run(main, argv, capsys):
-    """Exit status and the stderr lines of a script run."""
-    try:
-        status = run_main(main, argv)
-    except SystemExit as exc:  # argparse
-        status = exc.code
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    return status, lines
-
-
-def assert_one_line(status, lines, *fragments):
-    assert status == 2
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-@pytest.fixture(scope="module")
-def source_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("source")
-    model = models.create("resnet18", num_split=2, num_features=32, num_classes=16, pretrained=False)
-    config = {"arch": "resnet18", "num_split": 2, "features": 32}
-    save_checkpoint({"state_dict": model.state_dict(), "epoch": 1, "config": config},
-                    str(folder / "checkpoint.pth.tar"), is_best=True)
-    return folder
-
-
-def adapt_args(data_dir, logs_dir, resume, *extra):
-    return ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(data_dir), "--logs_dir",
-            str(logs_dir), "--resume", str(resume), "-b", "8", "--num-instances", "4", "--bn-group-size", "8", *SMALL,
-            *extra]
-
 
 def test_missing_dataset_folder(tmp_path, capsys):
-    status, lines = run(source_train.main, ["--dataset", "market1501", "--data_dir", str(tmp_path / "none"),
-                                            "--logs_dir", str(tmp_path / "logs"), "--no-pretrained", *SMALL], capsys)
+    argv = ["--dataset", "market1501", "--data_dir", str(tmp_path / "none"), "--logs_dir", str(tmp_path / "logs"),
+            "--no-pretrained", *TINY_MODEL]
+    status, lines = run(source_train.main, argv, capsys)
     assert_one_line(status, lines, "market1501", "bounding_box_train")
 
 
@@ -73,26 +40,26 @@ def test_unknown_dataset_lists_known_names(tmp_path, capsys):
 
 def test_num_split_must_divide_feature_map(tmp_path, capsys):
     status, lines = run(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "--num-split", "3",
-                                            *SMALL], capsys)
+                                            *TINY_MODEL], capsys)
     assert_one_line(status, lines, "--num-split 3")
     assert not (tmp_path / "log.txt").exists()  # refused before the run started
 
 
 def test_batch_must_be_a_multiple_of_num_instances(tmp_path, capsys):
     status, lines = run(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "-b", "10",
-                                            "--num-instances", "4", *SMALL], capsys)
+                                            "--num-instances", "4", *TINY_MODEL], capsys)
     assert_one_line(status, lines, "--batch-size 10", "--num-instances 4")
 
 
 def test_ssgpp_batch_must_hold_whole_labelled_identities_of_four(tmp_path, tiny_pair, source_checkpoint, capsys):
-    argv = adapt_args(tiny_pair, tmp_path, source_checkpoint, "-b", "6", "--num-instances", "3", "--bn-group-size", "6")
+    argv = adapt_argv(tiny_pair, tmp_path, source_checkpoint, "-b", "6", "--num-instances", "3", "--bn-group-size", "6")
     status, lines = run(semitraining.main, argv, capsys)
     assert_one_line(status, lines, "--batch-size 6", "labelled loader's images per identity, 4")
     assert not (tmp_path / "log.txt").exists()  # refused before the run started
 
 
 def test_bn_groups_must_tile_the_batch(tmp_path, tiny_pair, source_checkpoint, capsys):
-    argv = adapt_args(tiny_pair, tmp_path, source_checkpoint)
+    argv = adapt_argv(tiny_pair, tmp_path, source_checkpoint)
     argv[argv.index("--bn-group-size") + 1] = "64"  # the default, the paper's setting, needs batches of 64k
     status, lines = run(selftraining.main, argv, capsys)
     assert_one_line(status, lines, "--bn-group-size 64", "--batch-size 8")
@@ -103,7 +70,7 @@ def test_unwritable_logs_dir(tmp_path, tiny_pair, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     status, lines = run(source_train.main, ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir",
-                                            str(blocker / "logs"), "--no-pretrained", *SMALL], capsys)
+                                            str(blocker / "logs"), "--no-pretrained", *TINY_MODEL], capsys)
     assert_one_line(status, lines, "--logs-dir", "cannot write")
 
 
@@ -111,7 +78,7 @@ def test_unwritable_logs_dir(tmp_path, tiny_pair, capsys):
 def test_unreadable_source_checkpoint(tmp_path, tiny_pair, capsys, content):
     bad = tmp_path / "model.pth.tar"
     bad.write_bytes(content)
-    status, lines = run(selftraining.main, adapt_args(tiny_pair, tmp_path / "logs", bad), capsys)
+    status, lines = run(selftraining.main, adapt_argv(tiny_pair, tmp_path / "logs", bad), capsys)
     assert_one_line(status, lines, str(bad))
     assert not (tmp_path / "logs").exists()
 
@@ -120,12 +87,12 @@ def test_truncated_checkpoint(tmp_path, tiny_pair, source_checkpoint, capsys):
     data = (source_checkpoint / "checkpoint.pth.tar").read_bytes()
     bad = tmp_path / "truncated.pth.tar"
     bad.write_bytes(data[: len(data) // 3])
-    status, lines = run(selftraining.main, adapt_args(tiny_pair, tmp_path / "logs", bad), capsys)
+    status, lines = run(selftraining.main, adapt_argv(tiny_pair, tmp_path / "logs", bad), capsys)
     assert_one_line(status, lines, "truncated.pth.tar", "not a readable checkpoint")
 
 
 def test_checkpoint_of_another_architecture(tmp_path, tiny_pair, source_checkpoint, capsys):
-    argv = adapt_args(tiny_pair, tmp_path / "logs", source_checkpoint)
+    argv = adapt_argv(tiny_pair, tmp_path / "logs", source_checkpoint)
     argv[argv.index("resnet18")] = "resnet34"
     status, lines = run(selftraining.main, argv, capsys)
     assert_one_line(status, lines, "-a/--arch resnet18", "resnet34")
@@ -134,7 +101,7 @@ def test_checkpoint_of_another_architecture(tmp_path, tiny_pair, source_checkpoi
 def test_checkpoint_of_another_num_split_cannot_be_resumed(tmp_path, tiny_pair, source_checkpoint, capsys):
     run_state = load_checkpoint(str(source_checkpoint / "checkpoint.pth.tar"))
     save_checkpoint({**run_state, "optimizer": {}, "epoch": 1}, str(tmp_path / "checkpoint.pth.tar"))
-    argv = adapt_args(tiny_pair, tmp_path / "logs", source_checkpoint, "--resume-from",
+    argv = adapt_argv(tiny_pair, tmp_path / "logs", source_checkpoint, "--resume-from",
                       str(tmp_path / "checkpoint.pth.tar"), "--num-split", "1")
     status, lines = run(selftraining.main, argv, capsys)
     assert_one_line(status, lines, "--num-split 2", "asks for 1")
@@ -146,7 +113,7 @@ def test_weights_of_another_shape(tmp_path, tiny_pair, capsys):
     state = model.state_dict()
     state["feat.weight"] = torch.zeros(32, 100)
     torch.save({"state_dict": state}, bad)
-    status, lines = run(selftraining.main, adapt_args(tiny_pair, tmp_path / "logs", bad), capsys)
+    status, lines = run(selftraining.main, adapt_argv(tiny_pair, tmp_path / "logs", bad), capsys)
     assert status == 2 and "do not fit this model" in lines[0] and len(lines) == 1
 
 
@@ -155,26 +122,25 @@ def test_corrupt_jpeg_is_named(tmp_path, tiny_pair, source_checkpoint, capsys):
     shutil.copytree(tiny_pair, data)
     victim = sorted((data / "synth_b" / "query").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:100])
-    status, lines = run(selftraining.main, adapt_args(data, tmp_path / "logs", source_checkpoint), capsys)
+    status, lines = run(selftraining.main, adapt_argv(data, tmp_path / "logs", source_checkpoint), capsys)
     assert_one_line(status, lines, victim.name, "cannot read image")
 
 
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(UserError):
         run_main(source_train.main, ["--dataset", "synth_a", "--logs_dir", str(tmp_path), "--num-split", "3",
-                                     "--debug", *SMALL])
+                                     "--debug", *TINY_MODEL])
 
 
 def test_too_few_clusters_stop_cleanly():
     labels = np.array([[0, 0, 0], [0, 0, 0], [1, 1, 1], [-1, 0, 0]])
-    args = type("Args", (), {"batch_size": 8, "num_instances": 4})
     merged = r"grouping kept 1 usable clusters \(2 of 3 images\), a batch of 8 needs 2; .*try a smaller --rho"
     with pytest.raises(UserError, match=merged):
-        check_enough_clusters(Grouping(labels[[0, 1, 3]], [0.1] * 3), args, iteration=3)
+        check_enough_clusters(Grouping(labels[[0, 1, 3]], [0.1] * 3), batch_size=8, num_instances=4, iteration=3)
     outliers = np.array([[0, 0, 0], [0, 0, 0], [-1, 0, 0], [-1, 0, 0], [-1, 0, 0]])
     with pytest.raises(UserError, match=r"\(2 of 5 images\).*try a larger --rho"):
-        check_enough_clusters(Grouping(outliers, [0.1] * 3), args, iteration=3)
-    check_enough_clusters(Grouping(labels, [0.1] * 3), args, iteration=3)
+        check_enough_clusters(Grouping(outliers, [0.1] * 3), batch_size=8, num_instances=4, iteration=3)
+    check_enough_clusters(Grouping(labels, [0.1] * 3), batch_size=8, num_instances=4, iteration=3)
 
 
 def test_nan_loss_stops_with_a_clear_message_naming_its_batch():
@@ -205,7 +171,7 @@ def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tin
 
     monkeypatch.setattr(SSGTrainer, "train", interrupted_in_second_iteration)
     logs = tmp_path / "logs"
-    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "2", "--epochs", "1", "--rho", "0.05")
+    argv = adapt_argv(tiny_pair, logs, source_checkpoint, "--iteration", "2")
     status, lines = run(selftraining.main, argv, capsys)
     assert status == 130 and lines == ["interrupted: stopped; the last saved checkpoint is kept"]
     assert load_checkpoint(str(logs / "checkpoint.pth.tar"))["epoch"] == 1
@@ -218,7 +184,7 @@ def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tin
 def finished_iteration_0(tmp_path_factory, tiny_pair, source_checkpoint):
     """The logs dir of a run stopped after iteration 0."""
     logs = tmp_path_factory.mktemp("interrupted")
-    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "1", "--epochs", "1", "--rho", "0.05")
+    argv = adapt_argv(tiny_pair, logs, source_checkpoint)
     assert run_main(selftraining.main, argv) == 0
     return logs
 
@@ -231,8 +197,7 @@ def interrupted_run(finished_iteration_0, tmp_path):
 
 def continue_run(logs, tiny_pair, source_checkpoint, capsys):
     """Status and stderr lines of ``--resume-from logs`` for a second iteration."""
-    argv = adapt_args(tiny_pair, logs, source_checkpoint, "--iteration", "2", "--epochs", "1", "--rho", "0.05",
-                      "--resume-from", str(logs))
+    argv = adapt_argv(tiny_pair, logs, source_checkpoint, "--iteration", "2", "--resume-from", str(logs))
     return run(selftraining.main, argv, capsys)
 
 
@@ -278,7 +243,7 @@ def test_resume_from_a_damaged_or_foreign_file_names_it(tmp_path, tiny_pair, sou
         victim, fragment = checkpoint, "not a readable checkpoint"
     elif damage == "source model":
         shutil.copyfile(source_checkpoint / "checkpoint.pth.tar", checkpoint)
-        victim, fragment = checkpoint, "not a checkpoint of an adaptation run"
+        victim, fragment = checkpoint, "not a checkpoint to continue a run from"
     else:
         metrics.write_text('{"before": {"mAP": 1' if damage == "truncated metrics" else '["not", "a", "record"]')
         victim, fragment = metrics, "metrics.json"
@@ -295,7 +260,7 @@ def test_a_second_run_on_a_held_logs_dir_stops_at_once(tmp_path, tiny_pair, sour
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        status, lines = run(selftraining.main, adapt_args(tiny_pair, logs, source_checkpoint), capsys)
+        status, lines = run(selftraining.main, adapt_argv(tiny_pair, logs, source_checkpoint), capsys)
         assert_one_line(status, lines, f"--logs-dir {logs}: another run is writing there", f"pid {holder.pid}")
         assert sorted(os.listdir(logs)) == ["run.lock"]  # nothing written: no log.txt, args.json, metrics
     finally:

@@ -6,12 +6,12 @@ import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_small_checkpoint
 
 from reid import export, models
 from reid.utils.runtime import run_main
 from reid.utils.serialization import load_checkpoint, load_model_weights
 from tests.released_checkpoint import write_released_checkpoint
-from tests.test_trained_model import write_small_checkpoint
 
 AGREEMENT = 1e-4
 

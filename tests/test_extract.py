@@ -8,13 +8,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import run, write_small_checkpoint
 from torch.utils.data import DataLoader
 
 from reid import extract
 from reid.feature_extraction import eval_features, extract_features, type_features
-from reid.utils.runtime import Runtime, run_main
+from reid.utils.runtime import Runtime
 from tests.released_checkpoint import write_released_checkpoint
-from tests.test_trained_model import write_small_checkpoint
 
 RUNTIME = Runtime(torch.device("cpu"))
 
@@ -43,17 +43,12 @@ def read(fpath):
         return {name: group[name][()] for name in group}, dict(h5.attrs)
 
 
-def run(argv, capsys):
-    status = run_main(extract.main, argv)
-    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
 def test_features_of_a_folder_are_the_evaluation_features(small, images, tmp_path, capsys):
     folder, model = small
     out = tmp_path / "out" / "photos.h5"
 
-    status, _ = run(["--resume", str(folder), "--images", str(images), "--out", str(out), "--workers", "0",
-                     "--per-type"], capsys)
+    argv = ["--resume", str(folder), "--images", str(images), "--out", str(out), "--workers", "0", "--per-type"]
+    status, _ = run(extract.main, argv, capsys)
 
     assert status == 0
     data, attrs = read(out)
@@ -76,8 +71,9 @@ def test_a_list_file_with_relative_paths(small, images, tmp_path, capsys):
     listing.write_text("\n".join(str(path.relative_to(images)) for path in chosen) + "\n\n")
     out = tmp_path / "listed.h5"
 
-    status, _ = run(["--resume", str(folder / "checkpoint.pth.tar"), "--images", str(listing), "--out", str(out),
-                     "--workers", "0"], capsys)
+    argv = ["--resume", str(folder / "checkpoint.pth.tar"), "--images", str(listing), "--out", str(out),
+            "--workers", "0"]
+    status, _ = run(extract.main, argv, capsys)
 
     assert status == 0
     data, _ = read(out)
@@ -97,11 +93,11 @@ def test_an_unreadable_image_stops_or_is_skipped(small, images, tmp_path, capsys
     victim.write_bytes(victim.read_bytes()[:100])
     argv = ["--resume", str(folder), "--images", str(images), "--workers", "0"]
 
-    status, lines = run([*argv, "--out", str(tmp_path / "stopped.h5")], capsys)
+    status, lines = run(extract.main, [*argv, "--out", str(tmp_path / "stopped.h5")], capsys)
     assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and victim.name in lines[0]
     assert not (tmp_path / "stopped.h5").exists()
 
-    status, lines = run([*argv, "--out", str(tmp_path / "skipped.h5"), "--on-error", "skip"], capsys)
+    status, lines = run(extract.main, [*argv, "--out", str(tmp_path / "skipped.h5"), "--on-error", "skip"], capsys)
     assert status == 0
     assert len(lines) == 1 and lines[0].startswith("skipped ") and victim.name in lines[0]
     data, _ = read(tmp_path / "skipped.h5")
@@ -141,8 +137,9 @@ def test_the_default_workers_fit_a_two_core_machine(small, images, tmp_path, cap
     """torch warns of "excessive worker creation" when a loader starts more workers than there are cores."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        status, _ = run(["--resume", str(small[0]), "--images", str(images), "--out", str(tmp_path / "w.h5"),
-                         "--on-error", "skip"], capsys)
+        argv = ["--resume", str(small[0]), "--images", str(images), "--out", str(tmp_path / "w.h5"),
+                "--on-error", "skip"]
+        status, _ = run(extract.main, argv, capsys)
 
     assert status == 0
     assert len(loader_workers) == 2 and all(0 < workers <= two_cores for workers in loader_workers)
@@ -166,8 +163,8 @@ def test_the_evaluators_default_workers_fit_a_two_core_machine(small, images, tw
 ])
 def test_bad_images_option_is_one_line(small, tmp_path, capsys, make, message):
     images = make(tmp_path)
-    status, lines = run(["--resume", str(small[0]), "--images", str(images), "--out", str(tmp_path / "x.h5")],
-                        capsys)
+    argv = ["--resume", str(small[0]), "--images", str(images), "--out", str(tmp_path / "x.h5")]
+    status, lines = run(extract.main, argv, capsys)
     assert status == 2 and len(lines) == 1 and message in lines[0] and str(images) in lines[0]
 
 
@@ -178,7 +175,7 @@ def test_the_authors_released_file_gives_the_papers_feature(images, tmp_path, ca
     listing = tmp_path / "two.txt"
     listing.write_text("\n".join(str(path) for path in sorted(images.rglob("*.jpg"))[:2]))
 
-    status, _ = run(["--resume", str(released), "--images", str(listing), "--out", str(tmp_path / "r.h5"),
+    status, _ = run(extract.main, ["--resume", str(released), "--images", str(listing), "--out", str(tmp_path / "r.h5"),
                      "--workers", "0"], capsys)
 
     assert status == 0

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL, adapt_argv
 from records import results
 
 import selftraining
@@ -16,12 +17,6 @@ from reid.report import best_iteration
 from reid.trainers import SemiTrainer, SSGTrainer
 from reid.utils.runtime import Runtime, run_main
 
-SMALL = ["-a", "resnet18", "--height", "64", "--width", "32", "--features", "32", "--workers", "0",
-         "--print-freq", "100"]
-PAIR_AND_TRAINING = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--epochs", "1", "-b", "8",
-                     "--bn-group-size", "4",
-                     "--num-instances", "4", "--rho", "0.05", "--lr", "1e-3"]
-ADAPT = [*PAIR_AND_TRAINING, "--iteration", "2"]
 METRICS = {"mAP", "top1", "top5", "top10"}
 
 
@@ -30,7 +25,7 @@ def source_logs(tiny_pair, tmp_path_factory):
     logs = tmp_path_factory.mktemp("source")
     argv = ["--dataset", "synth_a", "--test-datasets", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
             str(logs), "--epochs", "12", "--eval-freq", "3", "-b", "32", "--num-instances", "4", "--lr", "1e-3",
-            "--no-pretrained", "--num-val", "8", *SMALL]
+            "--no-pretrained", "--num-val", "8", *TINY_MODEL]
     assert run_main(source_train.main, argv) == 0
     return logs
 
@@ -66,7 +61,7 @@ def test_only_the_validation_split_selects_the_model(tiny_pair, tmp_path, monkey
     monkeypatch.setattr(Evaluator, "evaluate", recording_evaluate)
     monkeypatch.setattr(Evaluator, "validate", recording_validate)
     argv = ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir", str(tmp_path), "--epochs", "2",
-            "-b", "16", "--num-instances", "4", "--no-pretrained", "--num-val", "0.25", *SMALL]
+            "-b", "16", "--num-instances", "4", "--no-pretrained", "--num-val", "0.25", *TINY_MODEL]
     assert run_main(source_train.main, argv) == 0
     dataset = datasets.create("synth_a", str(tiny_pair / "synth_a"), verbose=False)
     training_names = {fname for fname, _, _ in dataset.trainval}
@@ -102,7 +97,7 @@ def test_validation_scores_allshots_top1_of_the_global_pool(tiny_pair):
 
 def test_combine_trainval_keeps_the_last_epoch_without_validation(tiny_pair, tmp_path):
     argv = ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir", str(tmp_path), "--epochs", "2",
-            "-b", "16", "--num-instances", "4", "--no-pretrained", "--combine-trainval", *SMALL]
+            "-b", "16", "--num-instances", "4", "--no-pretrained", "--combine-trainval", *TINY_MODEL]
     assert run_main(source_train.main, argv) == 0
     metrics = read_metrics(tmp_path)
     assert metrics["selected_epoch"] == 1 and not any("val_top1" in entry for entry in metrics["epochs"])
@@ -139,8 +134,7 @@ def test_source_training_records_its_cost(source_logs):
 @pytest.fixture(scope="module")
 def ssg_logs(tiny_pair, source_logs, tmp_path_factory):
     logs = tmp_path_factory.mktemp("ssg")
-    argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(logs), *SMALL]
-    assert run_main(selftraining.main, argv) == 0
+    assert run_main(selftraining.main, adapt_argv(tiny_pair, logs, source_logs, "--iteration", "2")) == 0
     return logs
 
 
@@ -168,7 +162,7 @@ def test_selftraining_writes_complete_metrics(ssg_logs):
         assert_cost(metrics[f"iteration_{k}"]["cost"], {"features", "grouping", "training", "evaluation",
                                                          "checkpoint"})
     [header] = metrics["run"]
-    assert (header["device"], header["processes"], header["bn_group_size"], header["amp"]) == ("cpu", 1, 4, None)
+    assert (header["device"], header["processes"], header["bn_group_size"], header["amp"]) == ("cpu", 1, 8, None)
     assert "running on: CPU " in (tmp_path / "log.txt").read_text()
     for name in ("log.txt", "args.json", "checkpoint.pth.tar"):
         assert (tmp_path / name).exists()
@@ -189,8 +183,8 @@ def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, so
 
     monkeypatch.setattr(SemiTrainer, "loss", recording)
     logs = tmp_path / "fresh" / "semi"
-    argv = [*ADAPT, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir", str(logs),
-            "--label-iteration", "1", "--sample", "cluster", "-b", "16", "--num-instances", "8", *SMALL]
+    argv = adapt_argv(tiny_pair, logs, source_logs, "--iteration", "2", "--label-iteration", "1", "--sample",
+                      "cluster", "-b", "16", "--num-instances", "8")
     assert run_main(semitraining.main, argv) == 0
     assert labelled_batches
     for labels in labelled_batches:  # 4 identities x 4 images, whatever --num-instances
@@ -213,9 +207,8 @@ def test_semitraining_writes_labelled_set_and_propagation_accuracy(tiny_pair, so
 
 def test_interrupted_run_resumes_to_the_same_records_and_keeps_its_seconds(tiny_pair, source_logs, ssg_logs,
                                                                            tmp_path, monkeypatch):
-    common = [*PAIR_AND_TRAINING, "--resume", str(source_logs), "--data_dir", str(tiny_pair), "--logs_dir",
-              str(tmp_path), *SMALL]
-    assert run_main(selftraining.main, [*common, "--iteration", "1"]) == 0
+    common = adapt_argv(tiny_pair, tmp_path, source_logs)
+    assert run_main(selftraining.main, common) == 0
     assert list(read_metrics(tmp_path)) == ["run", "before", "iteration_0"]
     resume = [*common, "--iteration", "2", "--resume-from", str(tmp_path)]
 
@@ -240,3 +233,29 @@ def test_interrupted_run_resumes_to_the_same_records_and_keeps_its_seconds(tiny_
     assert len(resumed["run"]) == 3 and len(uninterrupted["run"]) == 1  # each start added its header
     for key, entry in results(uninterrupted).items():
         assert results(resumed)[key] == pytest.approx(entry, rel=1e-4), key
+
+
+@pytest.mark.parametrize("script", [selftraining, semitraining])
+def test_evaluate_tests_the_source_model_on_the_target_and_stops(script, tiny_pair, source_logs, tmp_path):
+    assert run_main(script.main, adapt_argv(tiny_pair, tmp_path, source_logs, "--evaluate")) == 0
+    metrics = read_metrics(tmp_path)
+    assert list(metrics) == ["run", "before"] and set(metrics["before"]) >= METRICS
+    assert metrics["before"]["mAP"] == pytest.approx(read_metrics(source_logs)["test_synth_b"]["mAP"], abs=1e-9)
+    assert not list(tmp_path.glob("*.pth.tar"))
+
+
+def test_source_training_continues_from_its_newest_checkpoint(tiny_pair, tmp_path):
+    """--resume-from: the model, the optimiser, the RNG states, the records, and the batches of the next epoch."""
+    def train(logs, epochs, *extra):
+        argv = ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir", str(logs), "--epochs", epochs,
+                "-b", "16", "--num-instances", "4", "--lr", "1e-3", "--no-pretrained", "--num-val", "8",
+                *TINY_MODEL, *extra]
+        assert run_main(source_train.main, argv) == 0
+        return read_metrics(logs)
+
+    straight = train(tmp_path / "straight", "3")
+    train(tmp_path / "stopped", "2")
+    continued = train(tmp_path / "stopped", "3", "--resume-from", str(tmp_path / "stopped"))
+    assert [entry["epoch"] for entry in continued["epochs"]] == [0, 1, 2]
+    assert results(continued) == results(straight)
+    assert len(continued["run"]) == 2

@@ -1,23 +1,6 @@
 """run.sh composes the paper's command lines: a stand-in Python records what it is asked to run."""
-import os
-import subprocess
-
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_sh(tmp_path, **env):
-    """The argument lists run.sh passes to Python, one per step (an ``env`` value of None unsets it)."""
-    record = tmp_path / "calls.txt"
-    record.unlink(missing_ok=True)
-    stand_in = tmp_path / "python"
-    stand_in.write_text(f'#!/usr/bin/env bash\necho "$*" >> {record}\n')
-    stand_in.chmod(0o755)
-    environment = {**os.environ, "PYTHON": str(stand_in), "LOGS_DIR": str(tmp_path / "logs"), **env}
-    environment = {key: value for key, value in environment.items() if value is not None}
-    subprocess.run(["bash", os.path.join(REPO, "run.sh")], check=True, env=environment, capture_output=True)
-    return [line.split() for line in record.read_text().splitlines()]
+from conftest import run_sh
 
 
 def value(argv, option):

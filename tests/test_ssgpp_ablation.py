@@ -1,9 +1,10 @@
-"""benchmarks/ssgpp_ablation.py: the demo profile it reads from run.sh and the selections of its variants."""
+"""benchmarks/ssgpp_ablation.py: the demo profile it reads (what run.sh runs) and the selections of its variants."""
 import numpy as np
 import pytest
-from test_run_sh import run_sh
+from conftest import run_sh
 
-from benchmarks.ssgpp_ablation import VARIANTS, demo_profile, format_table, labelled_only, true_labels
+from benchmarks.profile import read_profile
+from benchmarks.ssgpp_ablation import VARIANTS, format_table, labelled_only, true_labels
 from reid.propagation import LabelledSelection
 
 
@@ -13,7 +14,7 @@ def holds(argv, options):
 
 
 def test_the_profile_is_what_run_sh_passes_for_the_synthetic_pair(tmp_path):
-    profile = demo_profile()
+    profile = read_profile()
     source, ssg, ssgpp, _ = run_sh(tmp_path)
     assert holds(source, profile["MODEL"]) and holds(source, profile["SOURCE"])
     for step in (ssg, ssgpp):
@@ -22,7 +23,7 @@ def test_the_profile_is_what_run_sh_passes_for_the_synthetic_pair(tmp_path):
 
 
 def test_every_variant_adds_options_the_scripts_accept():
-    profile = demo_profile()
+    profile = read_profile()
     iterations = profile["ADAPT"][profile["ADAPT"].index("--iteration") + 1]
     options = {name: variant.options(profile) for name, variant in VARIANTS.items()}
     assert options["ssg"] == [] and options["ssgpp"] == profile["SEMI"]

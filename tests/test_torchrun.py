@@ -6,19 +6,16 @@ import re
 import subprocess
 import sys
 
-from reid import datasets
+from conftest import REPO, adapt_argv
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from reid import datasets
 
 
 def run_two_processes(script, options, data_dir, source, logs):
-    """Runs ``script`` under torchrun with 2 processes on a tiny profile; returns what the ranks printed."""
+    """Runs ``script`` under torchrun with 2 processes on the tiny profile (a BatchNorm group of 8 spans both
+    ranks of 4 images); returns what the ranks printed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               os.path.join(REPO, script), "--src_dataset", "synth_a", "--tgt_dataset", "synth_b",
-               "--data_dir", str(data_dir), "--logs_dir", str(logs), "--resume", str(source), "--iteration", "1",
-               "--epochs", "1", "-b", "8", "--num-instances", "4", "--rho", "0.05", "-a", "resnet18", "--height",
-               "64", "--width", "32", "--features", "32", "--workers", "0", "--gpu-devices", "cpu",
-               "--bn-group-size", "8", *options]  # a BatchNorm group spans both ranks of 4 images
+               str(REPO / script), *adapt_argv(data_dir, logs, source, "--gpu-devices", "cpu", *options)]
     # Unbuffered: each rank's line reaches the shared pipe in one write, never split by the other rank's output.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

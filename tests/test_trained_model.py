@@ -6,15 +6,13 @@ import json
 
 import pytest
 import torch
+from conftest import CONFIG, write_small_checkpoint
 
 import selftraining
-from reid import models
-from reid.experiment import PAPER_MODEL, WEIGHT_KEYS, resolve_model_options
+from reid.experiment import WEIGHT_KEYS, resolve_model_options
+from reid.paper import PAPER_MODEL
 from reid.utils.errors import UserError
 from reid.utils.runtime import run_main
-from reid.utils.serialization import save_checkpoint
-
-CONFIG = {"arch": "resnet18", "num_split": 2, "features": 32, "height": 64, "width": 32}
 
 
 def options(**given):
@@ -39,17 +37,6 @@ def test_a_given_option_that_contradicts_the_checkpoint_stops():
     resolve_model_options(options(height=256, num_split=1), checkpoint, "ck.pth.tar", keys=WEIGHT_KEYS)
     with pytest.raises(UserError, match="-a/--arch resnet18, this run asks for resnet50"):
         resolve_model_options(options(arch="resnet50"), checkpoint, "ck.pth.tar", keys=WEIGHT_KEYS)
-
-
-def write_small_checkpoint(folder, seed: int = 3):
-    """A ResNet-18 source checkpoint (with its classifier) recording CONFIG, as source_train.py writes it;
-    returns the model without classifier, in eval mode."""
-    torch.manual_seed(seed)
-    model = models.create("resnet18", num_split=2, num_features=32, num_classes=8, pretrained=False)
-    save_checkpoint({"state_dict": model.state_dict(), "epoch": 1, "config": CONFIG},
-                    str(folder / "checkpoint.pth.tar"), is_best=True)
-    model.classifier = None
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

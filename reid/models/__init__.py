@@ -14,10 +14,11 @@ from reid.models.batchnorm import (
     convert_sync_batchnorm,
     group_batchnorm,
 )
-from reid.models.resnet import ReIDOutput, ResNet, check_num_split, feature_map_height, names
+from reid.models.resnet import ReIDOutput, ResNet, check_num_split, feature_map_height, feature_type_names, names
 
 __all__ = ["DistributedBatchNorm", "GroupBatchNorm", "ReIDOutput", "ResNet", "check_bn_group_size",
-           "check_num_split", "convert_sync_batchnorm", "create", "feature_map_height", "group_batchnorm", "names"]
+           "check_num_split", "convert_sync_batchnorm", "create", "feature_map_height", "feature_type_names",
+           "group_batchnorm", "names"]
 
 
 def create(

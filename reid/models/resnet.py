@@ -54,6 +54,14 @@ class ReIDOutput(NamedTuple):
     logits: Tensor | None
 
 
+def feature_type_names(num_split: int) -> list[str]:
+    """Names of the S+1 pooled feature types, in the order of ``ReIDOutput.pooled``: global, then the stripes top
+    to bottom (upper and lower for the paper's two)."""
+    if num_split == 2:
+        return ["global", "upper", "lower"]
+    return ["global", *(f"stripe{s}" for s in range(num_split))]
+
+
 def names() -> list[str]:
     """Return the accepted architecture names."""
     return list(_ARCHITECTURES)

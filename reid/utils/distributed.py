@@ -15,9 +15,23 @@ Everything is the identity when no process group of more than one rank is initia
 """
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from reid.utils.runtime import Runtime
+
+
+def print_digest(runtime: Runtime, what: str, values: np.ndarray) -> None:
+    """Under DDP, print a digest of ``values`` (the labels this rank trains on) with the rank: the log shows that
+    the ranks agree. One write with its newline: ``print`` writes the end apart, and another rank's line could
+    land between."""
+    if runtime.distributed:
+        digest = hashlib.sha1(np.ascontiguousarray(values).tobytes()).hexdigest()[:12]
+        print(f"rank {runtime.rank}: {what} digest {digest}\n", end="", flush=True)
 
 
 def world_size(group: dist.ProcessGroup | None = None) -> int:

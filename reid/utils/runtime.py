@@ -83,6 +83,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """The states of Python's, numpy's and torch's global generators, as plain lists and tensors (a checkpoint
+    holding them loads with ``weights_only=True``)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos,
+                                                   has_gauss, gauss], "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+
+
 def init_runtime(gpu_devices: str | None, dist_timeout: float = DEFAULT_DIST_TIMEOUT) -> Runtime:
     """DDP when launched by torchrun (NCCL on GPU, gloo on CPU), else one process on the CPU, one GPU or
     DataParallel over ``gpu_devices`` (default: every visible GPU).

@@ -42,7 +42,7 @@ def default_workers() -> int:
 
 def identity_loader(items: Sequence[Item], transform: Callable, runtime: Runtime, batch_size: int,
                     num_instances: int, workers: int, seed: int,
-                    labels: np.ndarray | None = None) -> DataLoader | EpochStream:
+                    labels: np.ndarray | None = None, first_epoch: int = 0) -> DataLoader | EpochStream:
     """Batches of ``batch_size // num_instances`` identities x ``num_instances`` images.
 
     ``labels`` (N,) or (N, S+1) replaces the pids; identities are taken from its first column (SSG's global
@@ -52,17 +52,25 @@ def identity_loader(items: Sequence[Item], transform: Callable, runtime: Runtime
     order, with no pause at epoch boundaries, a :class:`SplitTransform` finished on the GPU); elsewhere a
     plain DataLoader, restarted at every epoch, whose augmentations draw the same random numbers as they
     always have.
+
+    ``first_epoch`` > 0 continues a stopped run: the loader gives the batches that epoch would have had, and a
+    plain DataLoader's workers the seeds it would have drawn (an :class:`EpochStream` of a continued run draws
+    its augmentations anew).
     """
     identity = np.array([pid for _, pid, _ in items]) if labels is None else np.asarray(labels).reshape(
         len(items), -1)[:, 0]
     sampler = RandomIdentitySampler(identity, num_instances, batch_size, seed=seed,
                                     num_replicas=runtime.world_size, rank=runtime.rank)
+    sampler.epoch = first_epoch
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(first_epoch):  # each pass of a DataLoader draws its workers' base seed from its generator
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
     streaming = runtime.device.type == "cuda" and workers > 0
     in_workers, finish = split_for_device(transform, runtime) if streaming else (transform, None)
     loader = DataLoader(Preprocessor(items, in_workers, labels), batch_size=batch_size // runtime.world_size,
                         sampler=EndlessSampler(sampler) if streaming else sampler, num_workers=workers,
                         pin_memory=runtime.device.type == "cuda", drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
+                        generator=generator)
     return EpochStream(loader, sampler.num_batches, runtime, finish) if streaming else loader
 
 
