@@ -1,6 +1,7 @@
-"""Benchmark of the re-ID evaluation metrics (SSG spec section 7): mAP + CMC at Market-1501 and MSMT17 size.
+"""Benchmark of the re-ID evaluation metrics (docs/algorithm.md, "Evaluation protocol"): mAP + CMC at
+Market-1501 and MSMT17 size.
 
-Times ``reid.evaluation_metrics`` (best of 3) against a plain per-query reference written from the spec (one
+Times ``reid.evaluation_metrics`` (best of 3) against a plain per-query reference written from the protocol (one
 stable argsort per query, run once) on random float32 distances with Market-1501's shape (3,368 queries,
 15,913 gallery images, 751 identities plus distractors, 6 cameras), and checks that mAP and CMC top-1/5/10
 agree. ``--msmt`` also times MSMT17's shape (11,659 x 82,161, a 3.8 GB distance matrix) and reports the peak
@@ -64,7 +65,7 @@ def evaluate(problem: tuple) -> tuple[float, np.ndarray]:
 
 
 def reference_evaluate(problem: tuple) -> tuple[float, np.ndarray]:
-    """mAP and CMC one query at a time, straight from the spec."""
+    """mAP and CMC one query at a time, straight from the protocol."""
     distmat, query_ids, gallery_ids, query_cams, gallery_cams = problem
     precisions, first_ranks = [], []
     for query, distances in enumerate(distmat):

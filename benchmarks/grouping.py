@@ -1,4 +1,4 @@
-"""Speed and memory of SSG's grouping step (ICCV 2019, spec section 4 steps 2-4) at dataset scale.
+"""Speed and memory of SSG's grouping step (ICCV 2019; docs/algorithm.md, grouping steps 2-4) at dataset scale.
 
 Clustered random 2048-d unit features (fixed seeds) stand in for one feature type at Market-1501 scale
 (N = 12,936 target images, M = 16,522 source images, DukeMTMC-reID as source) and MSMT17 scale

@@ -21,7 +21,7 @@ batches already on the device) are timed too, and on CUDA the GPU's busy share o
 the profiler's kernel trace.
 
 Printed: seconds per phase, with the peak GPU memory of each; the projected wall time of one iteration
-(70 epochs) and of a 30-iteration run (the before-adaptation evaluation included); the issue's targets.
+(70 epochs) and of a 30-iteration run (the before-adaptation evaluation included); the targets on one GPU.
 
 Run from the repository root::
 
@@ -81,7 +81,7 @@ IMAGES_PER_TASK = 200
 # Seeds of the two domains' people and cameras, and of the image plan (who is seen by which camera).
 DOMAIN_SEEDS = {"target": 11, "source": 12}
 PLAN_SEED = 13
-# The issue's targets on one H100/H200: seconds per iteration (default precision, AMP), minutes per run,
+# The targets on one H100/H200: seconds per iteration (default precision, AMP), minutes per run,
 # the GPU's busy share of a training epoch and seconds of grouping for the three feature types.
 TARGET_ITERATION_S = {False: 90.0, True: 60.0}
 TARGET_RUN_MIN = 45.0

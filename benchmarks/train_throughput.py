@@ -1,4 +1,4 @@
-"""Benchmark: images per second of one SSG training step (SSG spec section 4, step 6) in four numeric modes.
+"""Benchmark: images per second of one SSG training step (docs/algorithm.md, grouping step 6) in four numeric modes.
 
 A step is what ``reid.trainers.SSGTrainer`` does per batch: forward of the part-pooling ResNet
 (``num_split=2``, 2048-d embedding, no classifier), the four block-mined triplet terms

@@ -111,10 +111,10 @@ class Evaluator:
         return metrics
 
     def validate(self, items: Sequence[Item]) -> dict[str, float]:
-        """The source model's selection score (spec section 3): the validation images ranked against each other
-        on the flip-summed, L2-normalised global pool, scored by open-reid's ``allshots`` top-1 (each of a
-        query's n true matches counts 1/n at its rank among the false matches, so the score keeps rising after
-        rank-1 saturates), with the mAP of the same ranking. Percent."""
+        """The source model's selection score (docs/algorithm.md, "Source training"): the validation images
+        ranked against each other on the flip-summed, L2-normalised global pool, scored by open-reid's
+        ``allshots`` top-1 (each of a query's n true matches counts 1/n at its rank among the false matches, so
+        the score keeps rising after rank-1 saturates), with the mAP of the same ranking. Percent."""
         features = type_features(self.features(items, "validation features"))[0]
         distmat = pairwise_distance(features, features).cpu().numpy()
         ids, cams = _ids_cams(items)

@@ -1,4 +1,5 @@
-"""SSG++ (clustering-guided semi-supervised training): the labelled set and label propagation (spec section 5).
+"""SSG++ (clustering-guided semi-supervised training): the labelled set and label propagation
+(docs/algorithm.md, "SSG++").
 
 One target image per global cluster is labelled by a person (here: its ground-truth identity), drawn once
 (with the release's seed 0 by default) and stored so that reruns reuse it; every later iteration propagates
@@ -112,7 +113,7 @@ class LabelledSelection:
 
 
 class SemiSupervision:
-    """What SSG++ adds to SSG (spec section 5): from ``label_iteration`` on, the labelled set and the most
+    """What SSG++ adds to SSG (docs/algorithm.md, "SSG++"): from ``label_iteration`` on, the labelled set and the most
     confident propagated labels, recomputed every iteration from the current features.
 
     Parameters

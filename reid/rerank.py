@@ -1,9 +1,9 @@
 """k-reciprocal Jaccard distances for self-similarity grouping.
 
 Implements the source-aware k-reciprocal distance of SSG (Fu et al., "Self-similarity Grouping: A Simple
-Unsupervised Cross Domain Adaptation Approach for Person Re-identification", ICCV 2019; spec section 4,
-step 2) and the query/gallery k-reciprocal re-ranking of Zhong et al. (CVPR 2017) that SSG++ uses to
-propagate its one-shot labels (spec section 5) and every ``--rerank`` evaluation reports.
+Unsupervised Cross Domain Adaptation Approach for Person Re-identification", ICCV 2019; docs/algorithm.md,
+grouping step 2) and the query/gallery k-reciprocal re-ranking of Zhong et al. (CVPR 2017) that SSG++ uses to
+propagate its one-shot labels (docs/algorithm.md, "SSG++") and every ``--rerank`` evaluation reports.
 
 Both give the numbers of the authors' dense code without ever forming an N x N matrix: only the first
 k1 + 1 neighbours of each image are kept (chunked Gram products reduced by ``torch.topk`` along their rows

@@ -1,8 +1,10 @@
 """Training loops: one loop in :class:`BaseTrainer`, the losses of each stage in its subclasses.
 
-- :class:`SourceTrainer`: batch-hard triplet on the global pool + cross-entropy (spec section 3).
-- :class:`SSGTrainer`: the four block-mined triplet terms of self-similarity grouping (spec section 4.6).
-- :class:`SemiTrainer`: SSG's terms plus the terms of a labelled batch (SSG++, spec section 5).
+Each stage's loss is described in docs/algorithm.md:
+
+- :class:`SourceTrainer`: batch-hard triplet on the global pool + cross-entropy ("Source training").
+- :class:`SSGTrainer`: the four block-mined triplet terms of self-similarity grouping (grouping step 6).
+- :class:`SemiTrainer`: SSG's terms plus the terms of a labelled batch ("SSG++").
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from reid.utils.errors import UserError
 from reid.utils.runtime import Runtime, amp_dtype, to_device
 
 Stats = dict[str, float]
-# SSG++'s labelled loader takes this many images per identity whatever --num-instances is (spec section 5).
+# SSG++'s labelled loader takes this many images per identity whatever --num-instances is, as released.
 LABELLED_INSTANCES = 4
 BatchStats = dict[str, torch.Tensor]
 

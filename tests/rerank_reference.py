@@ -1,7 +1,7 @@
-"""Slow, plainly written k-reciprocal distances of SSG (ICCV 2019, spec section 4 step 2) and of the
-query/gallery re-ranking used by SSG++ (spec section 5), in float64 numpy with loops over images.
+"""Slow, plainly written k-reciprocal distances of SSG (ICCV 2019; docs/algorithm.md, grouping step 2) and of the
+query/gallery re-ranking used by SSG++, in float64 numpy with loops over images.
 
-They follow the spec line by line and are the yardstick of ``reid.rerank``: the tests compare against them
+They follow the equations line by line and are the yardstick of ``reid.rerank``: the tests compare against them
 and ``benchmarks/grouping.py`` times them. Ties in rank order go to the smaller index (stable sort).
 """
 

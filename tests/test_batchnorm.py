@@ -61,6 +61,7 @@ def test_a_batch_of_two_groups_equals_each_half_run_separately(case):
     torch.testing.assert_close(grouped.eval()(probe), first_half_layer.eval()(probe))
 
 
+@pytest.mark.slow
 def test_a_resnet_in_train_mode_normalises_each_group_on_its_own():
     torch.manual_seed(0)
     model = models.create("resnet18", num_split=2, num_features=32, pretrained=False)

@@ -51,6 +51,7 @@ def test_busy_fraction_is_the_union_of_gpu_intervals_over_the_wall_time():
     assert pipeline.busy_fraction(events[3:4], pipeline.GPU_CATEGORIES, 40.0) is None
 
 
+@pytest.mark.slow
 def test_tiny_scale_runs_on_the_cpu_and_projects_a_whole_run(tmp_path, capsys):
     record_path = tmp_path / "pipeline.json"
     pipeline.main([*TINY, "--data-dir", str(tmp_path / "data"), "--json", str(record_path)])

@@ -18,7 +18,7 @@ from dataset_trees import (
 from PIL import Image
 
 import reid.datasets as datasets
-from reid.arguments import ArgumentParser, add_data_args
+from reid.arguments import ArgumentParser, add_data_args, source_parser
 from reid.datasets.base import split_validation
 from reid.experiment import open_dataset
 from reid.utils.errors import UserError
@@ -156,7 +156,7 @@ def test_msmt17_trains_on_list_train_alone_by_default_as_the_released_code(tmp_p
     dataset = datasets.create("msmt17", str(tmp_path), verbose=False)
     assert pids(dataset.trainval) == [0, 1]
     assert camids(dataset.trainval) == [0, 14]
-    # list_val selects the source model (spec section 3); with combine_val it is trained on instead.
+    # list_val selects the source model, as released; with combine_val it is trained on instead.
     assert basenames(dataset.val) == ["0000_001_05_0303noon_0020_1.jpg", "0001_000_02_0303morning_0030_0.jpg"]
     assert pids(dataset.val) == [0, 1]
     assert datasets.create("msmt17", str(tmp_path), combine_val=True, verbose=False).val is None

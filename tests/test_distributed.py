@@ -1,5 +1,6 @@
-"""DDP training equal to one process on the whole batch (SSG spec section 8): the gather of reid.utils.distributed
-and reid.trainers, the BatchNorm of the global batch and of groups spanning ranks (reid.models.batchnorm).
+"""DDP training equal to one process on the whole batch (docs/algorithm.md, "BatchNorm groups and several
+GPUs"): the gather of reid.utils.distributed and reid.trainers, the BatchNorm of the global batch and of groups
+spanning ranks (reid.models.batchnorm).
 
 Two gloo processes on the CPU (one spawn for the whole file) run every distributed case; the parent runs the
 same computations in one process with plain BatchNorm on the concatenated batch and compares the numbers.
@@ -17,6 +18,8 @@ from reid.loss import TripletLoss
 from reid.models import DistributedBatchNorm, ReIDOutput, convert_sync_batchnorm, group_batchnorm
 from reid.trainers import gather_output, part_triplet_terms
 from reid.utils.distributed import gather_batch
+
+pytestmark = pytest.mark.slow
 
 WORLD_SIZE = 2
 TOLERANCE = 1e-5

@@ -24,6 +24,8 @@ from records import results
 from reid.utils.elastic import join_worker_group
 from reid.utils.serialization import load_checkpoint
 
+pytestmark = pytest.mark.slow
+
 FAULTY_WORKER = str(REPO / "tests" / "faulty_worker.py")
 NO_HANG = 600  # seconds; a hung run would otherwise wait torch's 30 minutes
 # Unbuffered: each rank's line reaches the shared pipe in one write; PYTHONPATH: faulty_worker imports reid.

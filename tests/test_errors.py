@@ -117,6 +117,7 @@ def test_weights_of_another_shape(tmp_path, tiny_pair, capsys):
     assert status == 2 and "do not fit this model" in lines[0] and len(lines) == 1
 
 
+@pytest.mark.slow
 def test_corrupt_jpeg_is_named(tmp_path, tiny_pair, source_checkpoint, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_pair, data)
@@ -158,6 +159,7 @@ def test_nan_loss_stops_with_a_clear_message_naming_its_batch():
         trainer.train(0, batches, optimizer)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, tiny_pair, source_checkpoint, capsys,
                                                                    monkeypatch):
     calls = []
@@ -201,6 +203,7 @@ def continue_run(logs, tiny_pair, source_checkpoint, capsys):
     return run(selftraining.main, argv, capsys)
 
 
+@pytest.mark.slow
 def test_checkpoint_write_failure_stops_and_keeps_the_previous_checkpoint(interrupted_run, tiny_pair,
                                                                           source_checkpoint, capsys, monkeypatch):
     def disk_full(obj, stream, *args, **kwargs):
@@ -234,6 +237,7 @@ def test_metrics_write_failure_stops_and_keeps_the_previous_metrics(tmp_path, mo
     assert os.listdir(tmp_path) == ["metrics.json"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated checkpoint", "source model", "truncated metrics", "foreign metrics"])
 def test_resume_from_a_damaged_or_foreign_file_names_it(tmp_path, tiny_pair, source_checkpoint, interrupted_run,
                                                         capsys, damage):

@@ -13,6 +13,8 @@ from reid.utils.runtime import run_main
 from reid.utils.serialization import load_checkpoint, load_model_weights
 from tests.released_checkpoint import write_released_checkpoint
 
+pytestmark = pytest.mark.slow
+
 AGREEMENT = 1e-4
 
 

@@ -133,6 +133,7 @@ def worker_warnings(caught) -> list[str]:
     return [str(warning.message) for warning in caught if "worker" in str(warning.message)]
 
 
+@pytest.mark.slow
 def test_the_default_workers_fit_a_two_core_machine(small, images, tmp_path, capsys, two_cores, loader_workers):
     """torch warns of "excessive worker creation" when a loader starts more workers than there are cores."""
     with warnings.catch_warnings(record=True) as caught:
@@ -146,6 +147,7 @@ def test_the_default_workers_fit_a_two_core_machine(small, images, tmp_path, cap
     assert worker_warnings(caught) == []
 
 
+@pytest.mark.slow
 def test_the_evaluators_default_workers_fit_a_two_core_machine(small, images, two_cores, loader_workers):
     paths = sorted(images.rglob("*.jpg"))[:2]
     with warnings.catch_warnings(record=True) as caught:
@@ -168,6 +170,7 @@ def test_bad_images_option_is_one_line(small, tmp_path, capsys, make, message):
     assert status == 2 and len(lines) == 1 and message in lines[0] and str(images) in lines[0]
 
 
+@pytest.mark.slow
 def test_the_authors_released_file_gives_the_papers_feature(images, tmp_path, capsys):
     """No config in the authors' files: ResNet-50 at 256x128 with two stripes, a 6144-d feature."""
     released = tmp_path / "dukemtmc_trained.pth.tar"

@@ -17,6 +17,8 @@ from reid.report import best_iteration
 from reid.trainers import SemiTrainer, SSGTrainer
 from reid.utils.runtime import Runtime, run_main
 
+pytestmark = pytest.mark.slow
+
 METRICS = {"mAP", "top1", "top5", "top10"}
 
 

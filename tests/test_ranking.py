@@ -1,4 +1,4 @@
-"""Tests of the re-ID evaluation metrics (SSG spec section 7, open-reid's protocol).
+"""Tests of the re-ID evaluation metrics (docs/algorithm.md, "Evaluation protocol": open-reid's).
 
 Hand-computed rankings (ties, same-camera filtering, queries without a valid match, distractors),
 scikit-learn's average precision per query, and a plain per-query reference of the protocol on random
@@ -15,7 +15,7 @@ from reid.utils.errors import UserError
 
 
 def filtered_ranking(distances, query_id, query_cam, gallery_ids, gallery_cams, separate_camera_set=False):
-    """One query's ranking by the spec: stable sort by distance, its identity seen by its camera removed."""
+    """One query's ranking by the protocol: stable sort by distance, its identity seen by its camera removed."""
     order = np.argsort(distances, kind="stable")
     same_camera = gallery_cams[order] == query_cam
     is_match = gallery_ids[order] == query_id

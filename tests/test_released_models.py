@@ -62,6 +62,7 @@ def released(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_source_train_evaluates_a_released_model(tiny_pair, released, tmp_path):
     argv = ["--dataset", "synth_a", "--data_dir", str(tiny_pair), "--logs_dir", str(tmp_path), "--resume",
             str(released), "--evaluate", *TINY_RESNET50]
@@ -70,6 +71,7 @@ def test_source_train_evaluates_a_released_model(tiny_pair, released, tmp_path):
     assert 0 <= metrics["test_synth_a"]["mAP"] <= 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [selftraining, semitraining])
 def test_adaptation_starts_from_a_released_model(tiny_pair, released, tmp_path, script):
     argv = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",

@@ -1,6 +1,6 @@
 """Tests of reid.rerank: a hand-computed case, then the chunked sparse machinery against the slow dense
-references of the spec and of Zhong et al.'s equations (tests/rerank_reference.py) on random clustered
-features."""
+references of the algorithm (docs/algorithm.md) and of Zhong et al.'s equations (tests/rerank_reference.py) on
+random clustered features."""
 
 import math
 

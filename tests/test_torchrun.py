@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, adapt_argv
 
 from reid import datasets
+
+pytestmark = pytest.mark.slow
 
 
 def run_two_processes(script, options, data_dir, source, logs):

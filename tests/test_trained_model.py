@@ -46,6 +46,7 @@ def checkpoint_dir(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_adaptation_takes_the_model_from_the_source_checkpoint(tiny_pair, checkpoint_dir, tmp_path):
     argv = ["--src_dataset", "synth_a", "--tgt_dataset", "synth_b", "--data_dir", str(tiny_pair), "--logs_dir",
             str(tmp_path), "--resume", str(checkpoint_dir), "--iteration", "1", "--epochs", "1", "-b", "8",

@@ -1,4 +1,4 @@
-"""The SSG loss of spec step 6 on a hand-built batch, and the joint batches of SSG++."""
+"""The SSG loss (docs/algorithm.md, grouping step 6) on a hand-built batch, and the joint batches of SSG++."""
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode

@@ -1,5 +1,6 @@
-"""The training transforms: the released crop and erasing draws (against a reference spelled out from the spec,
-section 3), the SSG++ crop of the raw image, and the split between a data worker and the GPU bit for bit."""
+"""The training transforms: the released crop and erasing draws (against a reference spelled out from
+docs/algorithm.md, "Source training"), the SSG++ crop of the raw image, and the split between a data worker and
+the GPU bit for bit."""
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ from reid.utils.data.transforms import (
     train_transform,
 )
 
-# The spec's parameters, written out again: area fraction, height/width ratio, attempts, strictly smaller.
+# The released parameters, written out again: area fraction, height/width ratio, attempts, strictly smaller.
 SPEC = {"crop": ((0.64, 1.0), (2.0, 3.0), 10, False), "erasing": ((0.02, 0.2), (0.3, 1 / 0.3), 100, True)}
 SAMPLERS = {"crop": RECT_CROP, "erasing": RANDOM_ERASING}
 
@@ -33,7 +34,7 @@ def spec_uniform(low, high):
 
 
 def reference_box(name, height, width):
-    """The spec's box, one formula per line, on torch's generator: per attempt the area fraction then the ratio,
+    """The released box, one formula per line, on torch's generator: per attempt the area fraction then the ratio,
     then the corner of the first box that fits."""
     area_range, ratio_range, attempts, strict = SPEC[name]
     for _ in range(attempts):

@@ -5,7 +5,7 @@ anchor is paired with its farthest positive and nearest negative. ``block`` is S
 is made of consecutive blocks of ``num_instances`` images of one global cluster, every ordered pair j < k of
 a block is a positive pair, and the negative of anchor j is the nearest sample whose label, in the feature
 type being trained, differs from j's. The positive pair keeps its block even when the stripe labels of j and k
-differ, as the released code does (spec section 4, step 6).
+differ, as the released code does (docs/algorithm.md, grouping step 6).
 
 Anchors or pairs without a negative in the batch are left out; a batch with nothing left gives a zero loss
 that is still part of the graph, where the released code crashed.

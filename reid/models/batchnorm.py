@@ -2,10 +2,10 @@
 all ranks, on any number of GPUs or processes, and the helpers that convert a model's layers to them.
 
 The published SSG numbers come from DataParallel on 2 GPUs with a batch of 128: every BatchNorm layer computed
-its statistics over each GPU's 64 images (SSG spec section 4). One GPU normalises over all 128 and synchronised
-BatchNorm over the whole global batch, so neither reproduces the paper. :func:`group_batchnorm` makes every
-BatchNorm layer compute its training statistics over consecutive groups of ``group_size`` images of the global
-batch, whatever the number of GPUs or processes:
+its statistics over each GPU's 64 images (docs/algorithm.md, "BatchNorm groups and several GPUs"). One GPU
+normalises over all 128 and synchronised BatchNorm over the whole global batch, so neither reproduces the paper.
+:func:`group_batchnorm` makes every BatchNorm layer compute its training statistics over consecutive groups of
+``group_size`` images of the global batch, whatever the number of GPUs or processes:
 
 - a device or rank holding several groups normalises each one on its own (ghost BatchNorm,
   :class:`GroupBatchNorm`);
@@ -20,7 +20,7 @@ variance over that group). :class:`GroupBatchNorm` does exactly that; under Dist
 broadcasts rank 0's buffers before every forward pass, rank 0's first group plays that part.
 
 :func:`convert_sync_batchnorm` makes BatchNorm use the statistics of the whole global batch (``--sync-bn``
-under torchrun, spec section 8): ``nn.SyncBatchNorm`` on CUDA, :class:`DistributedBatchNorm` elsewhere
+under torchrun): ``nn.SyncBatchNorm`` on CUDA, :class:`DistributedBatchNorm` elsewhere
 (``nn.SyncBatchNorm`` refuses CPU tensors, so CPU/gloo runs and the tests use this one). Both are plain
 BatchNorm when no process group of more than one rank is initialised.
 """

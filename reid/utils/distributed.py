@@ -1,4 +1,4 @@
-"""Process-group helpers and the differentiable gather (SSG spec section 8, "per-GPU BatchNorm").
+"""Process-group helpers and the differentiable gather (docs/algorithm.md, "BatchNorm groups and several GPUs").
 
 The released SSG code trained under DataParallel, where BatchNorm statistics were computed per GPU and the
 triplet loss of each replica only mined negatives among that replica's images: results depended on the GPU
@@ -6,7 +6,7 @@ count. Under DistributedDataParallel one step over a global batch split across r
 single process on the whole batch when every rank sees the whole batch where it matters:
 
 - :func:`gather_batch` gives every rank the features of the whole global batch, keeping their gradient, so
-  the block-mined triplet loss (spec section 4, step 6) sees the same negatives as one process would
+  the block-mined triplet loss (docs/algorithm.md, grouping step 6) sees the same negatives as one process would
   (:func:`reid.trainers.gather_output` gathers a model output with it);
 - the BatchNorm of the global batch (:func:`reid.models.convert_sync_batchnorm`) combines the ranks'
   statistics with it.

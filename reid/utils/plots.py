@@ -99,7 +99,7 @@ def plot_metrics(metrics: dict, out_dir: str) -> list[str]:
 @dataclass
 class StageCurve:
     """One adaptation stage of a report figure: its name (SSG, SSG++), its metrics.json and, for a published
-    pair, the published target mAP after the whole run (the authors' README, SSG-SPEC section 9)."""
+    pair, the published target mAP after the whole run (the authors' README, reid.paper.PUBLISHED)."""
 
     name: str
     metrics: dict

@@ -1,4 +1,4 @@
-"""Image transforms of the spec (section 3): source training, SSG training, SSG++'s labelled set and tests.
+"""The released image transforms (docs/algorithm.md): source training, SSG training, SSG++'s labelled set, tests.
 
 The random sized rect crop and random erasing are the released code's: their area fraction and height/width
 ratio are drawn uniformly (torchvision's ``RandomResizedCrop`` and ``RandomErasing`` draw the ratio
