@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from torch import nn
 
@@ -21,6 +22,7 @@ from reid.utils.logging import (
     start_logging,
     write_json,
 )
+from reid.utils.osutils import fault_reason, storage_fault
 from reid.utils.runtime import Runtime, init_runtime, set_seed, to_device
 from reid.utils.serialization import load_checkpoint, load_model_weights
 
@@ -86,7 +88,8 @@ def read_run_metrics(logs_dir: str) -> dict:
 
 
 class Scalars:
-    """Optional TensorBoard scalars (``--tensorboard``) under ``<logs_dir>/tensorboard``; a no-op otherwise."""
+    """Optional TensorBoard scalars (``--tensorboard``) under ``<logs_dir>/tensorboard``; a no-op otherwise. A
+    write the system refuses (a full disk) stops the run with one line naming the folder."""
 
     def __init__(self, logs_dir: str, enabled: bool):
         self.writer = None
@@ -98,14 +101,32 @@ class Scalars:
             print("tensorboard skipped: the tensorboard package is not installed (pip install tensorboard)")
             return
         self.writer = SummaryWriter(os.path.join(logs_dir, "tensorboard"))
+        threading.excepthook = _quiet_event_writer_faults
 
     def add(self, step: int, record: dict, prefix: str = "") -> None:
         if self.writer is None:
             return
-        for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(prefix + name, value, step)
-        self.writer.flush()
+        try:
+            for name, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(prefix + name, value, step)
+            self.writer.flush()
+        except Exception as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            raise UserError(f"{self.writer.get_logdir()}: TensorBoard events could not be written "
+                            f"({fault_reason(fault)}); stopped, the run's checkpoints and metrics are kept") from exc
+
+
+_print_thread_exception = threading.excepthook
+
+
+def _quiet_event_writer_faults(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes from a thread of its own, which re-raises a refused write (Python prints it as a
+    traceback) after keeping it for :meth:`Scalars.add`'s flush to raise: that one tells it, in one line."""
+    if not (type(args.thread).__module__.startswith("tensorboard.") and storage_fault(args.exc_value)):
+        _print_thread_exception(args)
 
 
 def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
