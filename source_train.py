@@ -32,6 +32,7 @@ from reid.experiment import (
     WEIGHT_KEYS,
     Scalars,
     check_batch,
+    check_images,
     model_config,
     open_dataset,
     open_metrics,
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = open_dataset(args.dataset, args)
     train_items, val_items = ([], []) if args.evaluate else training_split(dataset, args)
+    if args.check_images:
+        check_images(used_images(args, dataset, train_items + val_items), runtime, args.workers)
     model = models.create(args.arch, num_split=args.num_split, num_features=args.features,
                           num_classes=count_ids(train_items), dropout=args.dropout,
                           pretrained=not (args.no_pretrained or checkpoint), pretrained_path=args.pretrained_path)
@@ -111,6 +114,17 @@ def training_split(dataset: datasets.ReIDDataset, args: argparse.Namespace) -> t
     train_items, val_items = split_validation(dataset.trainval, args.num_val, args.seed)
     print(f"validation: {count_ids(val_items)} identities ({len(val_items)} images) held out of training")
     return train_items, val_items
+
+
+def used_images(args: argparse.Namespace, dataset: datasets.ReIDDataset,
+                training: list[Item]) -> dict[str, list[Item]]:
+    """The images this run reads, by ``dataset subset``: the training and validation images, and the query and
+    gallery of every dataset it tests on."""
+    subsets = {f"{args.dataset} training": training} if training else {}
+    for name in dict.fromkeys([args.dataset, *args.test_datasets]):
+        test = dataset if name == args.dataset else open_dataset(name, args)
+        subsets.update({f"{name} query": test.query, f"{name} gallery": test.gallery})
+    return subsets
 
 
 def train(args, train_items, val_items, model, runtime, evaluator, metrics, start_epoch: int,

@@ -38,6 +38,7 @@ from reid.experiment import (
     WEIGHT_KEYS,
     Scalars,
     check_batch,
+    check_images,
     model_config,
     open_dataset,
     open_metrics,
@@ -207,6 +208,8 @@ class AdaptationRun:
         self.runtime = start_run(args)
         self.source = open_dataset(args.src_dataset, args)
         self.target = open_dataset(args.tgt_dataset, args)
+        if args.check_images:
+            check_images(self.used_images(), self.runtime, args.workers)
         restart, records = self.runtime.share(self._starting_point)
         if restart is not None:
             resolve_model_options(args, restart, args.logs_dir)
@@ -243,6 +246,16 @@ class AdaptationRun:
         if self.best_top1 is None:
             # As the released code: model_best is an iteration that beats the source model's target top-1.
             self.best_top1 = self.metrics["before"]["top1"]
+
+    def used_images(self) -> dict[str, list[Item]]:
+        """The images the run reads, by ``dataset subset``: the source's training images (for the distance's
+        source term, when ``--lambda-value`` > 0) and every target image."""
+        args, subsets = self.args, {}
+        if args.lambda_value > 0:
+            subsets[f"{args.src_dataset} trainval"] = self.source.trainval
+        subsets.update({f"{args.tgt_dataset} {name}": getattr(self.target, name)
+                        for name in ("trainval", "query", "gallery")})
+        return subsets
 
     def _starting_point(self) -> tuple[dict | None, dict]:
         """Rank 0 decides where the run starts, for every rank (:meth:`Runtime.share`): in a restarted worker

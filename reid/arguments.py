@@ -77,6 +77,8 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         help="also train on MSMT17's list_val.txt (32,621 images; the authors' code used list_train.txt alone)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
+    add(group, "--check-images", action="store_true",
+        help="decode every image the run uses once before training and name all unreadable ones in one message")
     add_workers_arg(group)
     _add_input_size(group)
 

@@ -13,6 +13,7 @@ from reid import datasets, models
 from reid.datasets import ReIDDataset
 from reid.models import convert_sync_batchnorm, group_batchnorm
 from reid.utils.cost import describe_header, run_header
+from reid.utils.data.preprocessor import Item, unreadable_images
 from reid.utils.errors import UserError
 from reid.utils.logging import (
     MetricsLog,
@@ -133,6 +134,19 @@ def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
     """The dataset ``name`` under ``--data-dir``, with the options the command line gives it."""
     options = {"combine_val": args.msmt_list_val} if name == "msmt17" else {}
     return datasets.create(name, os.path.join(args.data_dir, name), **options)
+
+
+def check_images(subsets: dict[str, list[Item]], runtime: Runtime, workers: int) -> None:
+    """``--check-images``: decode every image of ``subsets`` (named ``dataset subset``) once before any training,
+    on rank 0 with ``workers`` loader processes, and name every unreadable one in a single UserError, so that a
+    damaged copy of a dataset is repaired in one round rather than one image per start."""
+    paths = list(dict.fromkeys(fname for items in subsets.values() for fname, _, _ in items))
+    problems = runtime.share(lambda: unreadable_images(paths, workers))
+    if problems:
+        raise UserError(f"--check-images: {len(problems)} of the {len(paths)} images of {', '.join(subsets)} cannot "
+                        f"be read: {'; '.join(problems.values())}")
+    if runtime.is_main:
+        print(f"--check-images: the {len(paths)} images of {', '.join(subsets)} decode")
 
 
 BEST_FIRST = (BEST_MODEL, CHECKPOINT)
