@@ -21,6 +21,7 @@ from reid.experiment import (
     WEIGHT_KEYS,
     Run,
     check_batch,
+    check_images,
     open_dataset,
     resolve_checkpoint,
     resolve_model_options,
@@ -72,6 +73,8 @@ class AdaptationRun(Run):
         super().__init__(args)
         self.source = open_dataset(args.src_dataset, args)
         self.target = open_dataset(args.tgt_dataset, args)
+        if args.check_images:
+            check_images(self.used_images(), self.runtime, args.workers)
         continued = self.continue_from(checkpoint if args.resume_from else None, unit="iteration")
         checkpoint = continued or checkpoint
         self.start_iteration = continued["epoch"] if continued else 0
@@ -99,6 +102,16 @@ class AdaptationRun(Run):
         if self.best_top1 is None:
             # As the released code: model_best is an iteration that beats the source model's target top-1.
             self.best_top1 = self.metrics["before"]["top1"]
+
+    def used_images(self) -> dict[str, list[Item]]:
+        """The images the run reads, by ``dataset subset``: the source's training images (for the distance's
+        source term, when ``--lambda-value`` > 0) and every target image."""
+        args, subsets = self.args, {}
+        if args.lambda_value > 0:
+            subsets[f"{args.src_dataset} trainval"] = self.source.trainval
+        subsets.update({f"{args.tgt_dataset} {name}": getattr(self.target, name)
+                        for name in ("trainval", "query", "gallery")})
+        return subsets
 
     def iterations(self) -> Iterator[int]:
         """The iterations left to run; each starts its own record (:attr:`cost`)."""

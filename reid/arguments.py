@@ -79,6 +79,8 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
         help="CUHK03-NP's hand-drawn boxes (cuhk03-np/labeled/) instead of the detected ones (the default)")
     add(group, "--batch-size", "-b", type=int, default=batch_size)
     add(group, "--num-instances", type=int, default=num_instances, help="images per identity in a batch")
+    add(group, "--check-images", action="store_true",
+        help="decode every image the run uses once before training and name all unreadable ones in one message")
     add_workers_arg(group)
     _add_input_size(group)
 
@@ -150,7 +152,7 @@ def add_optim_args(parser: argparse.ArgumentParser, schedule: Schedule, sgd: boo
 
 
 def add_grouping_args(parser: argparse.ArgumentParser) -> None:
-    """Self-similarity grouping (docs/algorithm.md, "Grouping")."""
+    """Self-similarity grouping (docs/algorithm.md, "Self-similarity grouping")."""
     group = parser.add_argument_group("grouping")
     add(group, "--iteration", type=int, default=ADAPTATION.iterations, help="grouping + training rounds")
     add(group, "--lambda-value", type=float, default=GROUPING["lambda_value"],

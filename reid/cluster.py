@@ -200,7 +200,8 @@ def cluster_labels(distance: Distance, eps: float, min_samples: int = 4) -> np.n
         Neighbourhood radius, > 0 (``compute_eps``); on the sparse form it must stay below every omitted
         entry (about 1 - lambda_value).
     min_samples : int
-        Neighbours (the image itself included) that make a core sample.
+        Neighbours within eps that make a core sample; an image counts itself only when its own diagonal
+        entry (``2 lambda a_i``, not 0) is within eps, as with the released dense matrix.
 
     Returns
     -------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 import torch
 from torch import nn
@@ -15,9 +16,11 @@ from reid.cost.meter import CostMeter, describe_header, finish_record, record_me
 from reid.datasets import ReIDDataset
 from reid.models import convert_sync_batchnorm, group_batchnorm
 from reid.paper import PAPER_MODEL
+from reid.utils.data.preprocessor import Item, unreadable_images
 from reid.utils.errors import UserError
 from reid.utils.logging import start_logging
 from reid.utils.logs_dir import claim_logs_dir, prepare_logs_dir
+from reid.utils.osutils import fault_reason, storage_fault
 from reid.utils.records import ARGS, BEST_MODEL, CHECKPOINT, METRICS, MetricsLog, read_metrics, write_json
 from reid.utils.runtime import Runtime, init_runtime, rng_state, set_rng_state, set_seed, to_device
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -84,7 +87,8 @@ def read_run_metrics(logs_dir: str) -> dict:
 
 
 class Scalars:
-    """Optional TensorBoard scalars (``--tensorboard``) under ``<logs_dir>/tensorboard``; a no-op otherwise."""
+    """Optional TensorBoard scalars (``--tensorboard``) under ``<logs_dir>/tensorboard``; a no-op otherwise. A
+    write the system refuses (a full disk) stops the run with one line naming the folder."""
 
     def __init__(self, logs_dir: str, enabled: bool):
         self.writer = None
@@ -96,20 +100,51 @@ class Scalars:
             print("tensorboard skipped: the tensorboard package is not installed (pip install tensorboard)")
             return
         self.writer = SummaryWriter(os.path.join(logs_dir, "tensorboard"))
+        threading.excepthook = _quiet_event_writer_faults
 
     def add(self, step: int, record: dict, prefix: str = "") -> None:
         if self.writer is None:
             return
-        for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(prefix + name, value, step)
-        self.writer.flush()
+        try:
+            for name, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(prefix + name, value, step)
+            self.writer.flush()
+        except Exception as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            raise UserError(f"{self.writer.get_logdir()}: TensorBoard events could not be written "
+                            f"({fault_reason(fault)}); stopped, the run's checkpoints and metrics are kept") from exc
+
+
+_print_thread_exception = threading.excepthook
+
+
+def _quiet_event_writer_faults(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes from a thread of its own, which re-raises a refused write (Python prints it as a
+    traceback) after keeping it for :meth:`Scalars.add`'s flush to raise: that one tells it, in one line."""
+    if not (type(args.thread).__module__.startswith("tensorboard.") and storage_fault(args.exc_value)):
+        _print_thread_exception(args)
 
 
 def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
     """The dataset ``name`` under ``--data-dir``, with the options the command line gives it."""
     options = {"msmt17": {"combine_val": args.msmt_list_val}, "cuhk03": {"labeled": args.cuhk03_labeled}}
     return datasets.create(name, os.path.join(args.data_dir, name), **options.get(name, {}))
+
+
+def check_images(subsets: dict[str, list[Item]], runtime: Runtime, workers: int) -> None:
+    """``--check-images``: decode every image of ``subsets`` (named ``dataset subset``) once before any training,
+    on rank 0 with ``workers`` loader processes, and name every unreadable one in a single UserError, so that a
+    damaged copy of a dataset is repaired in one round rather than one image per start."""
+    paths = list(dict.fromkeys(fname for items in subsets.values() for fname, _, _ in items))
+    problems = runtime.share(lambda: unreadable_images(paths, workers))
+    if problems:
+        raise UserError(f"--check-images: {len(problems)} of the {len(paths)} images of {', '.join(subsets)} cannot "
+                        f"be read: {'; '.join(problems.values())}")
+    if runtime.is_main:
+        print(f"--check-images: the {len(paths)} images of {', '.join(subsets)} decode")
 
 
 BEST_FIRST = (BEST_MODEL, CHECKPOINT)

@@ -20,13 +20,11 @@ import argparse
 import os
 import sys
 
-from torch.utils.data import DataLoader, Dataset
-
 from reid import models
 from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
 from reid.experiment import load_trained_model, wrap_model
 from reid.feature_extraction import eval_features, extract_features, save_features_h5, type_features
-from reid.utils.data.preprocessor import IMAGE_EXTENSIONS, is_image, read_image
+from reid.utils.data.preprocessor import IMAGE_EXTENSIONS, is_image, unreadable_images
 from reid.utils.errors import UserError
 from reid.utils.runtime import init_runtime, run_main
 
@@ -55,30 +53,12 @@ def list_images(source: str) -> list[str]:
     return paths
 
 
-class _ReadCheck(Dataset):
-    """Decodes each image once and returns why it cannot be read ('' when it can)."""
-
-    def __init__(self, paths: list[str]):
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> str:
-        try:
-            read_image(self.paths[index])
-        except UserError as exc:
-            return str(exc)
-        return ""
-
-
 def readable_images(paths: list[str], workers: int) -> list[str]:
     """The paths whose image decodes; every other one is named on one line of stderr."""
-    loader = DataLoader(_ReadCheck(paths), batch_size=64, num_workers=workers, collate_fn=list)
-    problems = [problem for batch in loader for problem in batch]
-    for problem in filter(None, problems):
+    problems = unreadable_images(paths, workers)
+    for problem in problems.values():
         print(f"skipped {problem}", file=sys.stderr)
-    kept = [path for path, problem in zip(paths, problems) if not problem]
+    kept = [path for path in paths if path not in problems]
     if not kept:
         raise UserError(f"--images: none of the {len(paths)} images could be read")
     return kept

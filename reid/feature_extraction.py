@@ -4,6 +4,7 @@ ranks), and the HDF5 files that keep them.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import h5py
@@ -97,7 +98,10 @@ def save_features_h5(fpath: str, subsets: dict[str, tuple[Sequence[Item], torch.
     attributes to the file's root (how the features were made).
     """
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as h5:
+        # Built in memory, then written: HDF5 flushes compressed data at close, and a close that the disk fails
+        # (full, file-size limit) crashes the process instead of raising.
+        image = io.BytesIO()
+        with h5py.File(image, "w") as h5:
             h5.attrs.update(attrs or {})
             for name, (items, features) in subsets.items():
                 group = h5.create_group(name)
@@ -107,5 +111,7 @@ def save_features_h5(fpath: str, subsets: dict[str, tuple[Sequence[Item], torch.
                 group.create_dataset("camids", data=np.array([cam for _, _, cam in items]))
                 for dataset, values in (extra or {}).get(name, {}).items():
                     group.create_dataset(dataset, data=values.cpu().numpy(), compression="gzip")
+        with open(tmp, "wb") as stream:
+            stream.write(image.getbuffer())
 
     write_atomically(fpath, write)

@@ -21,6 +21,7 @@ from reid.experiment import (
     WEIGHT_KEYS,
     Run,
     check_batch,
+    check_images,
     open_dataset,
     resolve_checkpoint,
     resolve_model_options,
@@ -98,6 +99,8 @@ class SourceRun(Run):
         super().__init__(args)
         self.dataset = open_dataset(args.dataset, args)
         self.train_items, self.val_items = ([], []) if args.evaluate else training_split(self.dataset, args)
+        if args.check_images:
+            check_images(self.used_images(), self.runtime, args.workers)
         continued = self.continue_from(resumed, unit="epoch")
         self.start_epoch = continued["epoch"] if continued else 0
         self.best_top1 = continued.get("best_top1", 0.0) if continued else 0.0
@@ -125,6 +128,16 @@ class SourceRun(Run):
                                    amp=args.amp, rerank=args.rerank)
         self.epoch_records = [entry for entry in self.metrics.data.get("epochs", [])
                               if entry["epoch"] < self.start_epoch]
+
+    def used_images(self) -> dict[str, list[Item]]:
+        """The images this run reads, by ``dataset subset``: the training and validation images, and the query and
+        gallery of every dataset it tests on."""
+        args, training = self.args, self.train_items + self.val_items
+        subsets = {f"{args.dataset} training": training} if training else {}
+        for name in dict.fromkeys([args.dataset, *args.test_datasets]):
+            test = self.dataset if name == args.dataset else open_dataset(name, args)
+            subsets.update({f"{name} query": test.query, f"{name} gallery": test.gallery})
+        return subsets
 
     def loader(self):
         """Identity-balanced batches of the training images, ``--num-instances`` per identity, from the first

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
 from reid.utils.errors import UserError, first_line
+from reid.utils.weights_only import load_weights_only
 
 # The torchvision children that make up the convolutional trunk; ``avgpool`` and ``fc`` are replaced.
 BACKBONE_LAYERS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -253,7 +254,9 @@ def _read_state_dict(path: str) -> dict[str, Tensor]:
     if not Path(path).is_file():
         raise UserError(f"--pretrained-path {path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path, f"--pretrained-path {path}")
+    except UserError:
+        raise
     except Exception as error:  # torch.load raises many unrelated types for a file that is not a state dict
         reason = _short_reason(error)
         raise UserError(f"--pretrained-path {path}: cannot read a state dict ({reason})") from error

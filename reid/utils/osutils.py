@@ -17,8 +17,9 @@ def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
     process killed mid-write leaves the previous file intact. Its half-written temporary file
     (``.<name>.<pid>.tmp``, hidden) stays until :func:`remove_stale_temporaries` finds it.
 
-    A write that the system refuses (no space left, I/O error, quota) raises UserError naming ``fpath``: the run
-    stops with one line and the previous file is still the one in place.
+    A write that the system refuses (no space left, a file-size limit, an I/O error, quota) raises UserError
+    naming ``fpath`` and the cause, whatever the writer raised around it (:func:`storage_fault`): the run stops
+    with one line and the previous file is still the one in place.
 
     The temporary name is built rather than made by ``tempfile.mkstemp`` so the file gets the usual
     permissions (mkstemp's are owner-only).
@@ -30,12 +31,34 @@ def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, fpath)
-    except OSError as exc:
-        raise UserError(f"{fpath}: could not be written ({exc.strerror or exc}); stopped, the previous "
+    except Exception as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise UserError(f"{fpath}: could not be written ({fault_reason(fault)}); stopped, the previous "
                         f"{name} is kept") from exc
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def storage_fault(exc: BaseException) -> OSError | None:
+    """The first OSError in ``exc``'s chain (itself, then what it was raised from or while handling), None
+    when there is none: the system's refusal that a writer may wrap in its own error (torch.save raises a
+    RuntimeError about its zip writer while handling the OSError of a full disk)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+def fault_reason(fault: OSError) -> str:
+    """The system's words for ``fault`` (``No space left on device``, ``File too large``...)."""
+    return fault.strerror or (os.strerror(fault.errno) if fault.errno else str(fault))
 
 
 def remove_stale_temporaries(folder: str) -> None:

@@ -1,6 +1,7 @@
 """Devices, seeding, DataParallel / DistributedDataParallel and the scripts' error handling."""
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -17,14 +18,17 @@ from torch import nn
 
 from reid.utils.elastic import join_worker_group
 from reid.utils.errors import UserError, first_line
-from reid.utils.logging import stop_logging
+from reid.utils.logging import print_error, stop_logging
 from reid.utils.logs_dir import release_logs_dir
+from reid.utils.osutils import fault_reason, storage_fault
 
 T = TypeVar("T")
 GLOO_FAILURES = ("/gloo/", "pair closure")
 # Where torch.distributed's collectives and DDP's own communication raise from.
 TORCH_DISTRIBUTED = (os.path.join("torch", "distributed", ""),
                      os.path.join("torch", "nn", "parallel", "distributed.py"))
+# What the system answers a write that does not fit: no space left, a file-size limit, a quota.
+STORAGE_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # torch's own default is 30 minutes: a lost rank would keep the others waiting that long.
 DEFAULT_DIST_TIMEOUT = 300
 
@@ -160,14 +164,14 @@ def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = 
     try:
         main(argv)
     except KeyboardInterrupt:
-        print("interrupted: stopped; the last saved checkpoint is kept", file=sys.stderr)
+        print_error("interrupted: stopped; the last saved checkpoint is kept")
         return 130
     except Exception as exc:
         failure = _one_line_failure(exc)
         if debug or failure is None:
             raise
         status, message = failure
-        print(f"error: {_rank_prefix()}{message}", file=sys.stderr)
+        print_error(f"error: {_rank_prefix()}{message}")
         return status
     finally:
         stop_logging()
@@ -181,6 +185,10 @@ def _one_line_failure(exc: Exception) -> tuple[int, str] | None:
     """(exit status, message) of a failure told in one line; None for a bug, whose traceback is wanted."""
     if isinstance(exc, UserError) or "UserError" in str(exc):
         return 2, _last_line(exc)
+    fault = storage_fault(exc)
+    if fault is not None and fault.errno in STORAGE_FULL:  # a write outside write_atomically (a folder made)
+        where = f"{fault.filename}: could not be written" if fault.filename else "a write failed"
+        return 2, f"{where} ({fault_reason(fault)}); stopped, the last saved checkpoint is kept"
     if launched_world_size() > 1 and _is_communication_failure(exc):
         return 1, (f"lost the other ranks ({_first_sentence(exc)}): another rank died, raised or did not answer "
                    "within --dist-timeout; the last saved checkpoint is kept")

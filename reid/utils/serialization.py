@@ -1,15 +1,14 @@
-"""One checkpoint format for the three scripts: atomic writes and tolerant loading.
+"""One checkpoint format for the three scripts: atomic writes and tolerant loading that runs nothing.
 
 A checkpoint is a dict with ``state_dict`` plus run state (``epoch``, ``best_top1`` and, for the adaptation
 scripts, the optimiser, the frozen eps, RNG states...). Every file the authors' release could have written loads
 too: PyTorch 0.4/1.0's legacy format with ``module.`` prefixes, classifier weights and numpy scalars beside the
 weights, from PyTorch 0.4.0 (no BatchNorm ``num_batches_tracked`` buffers) and from Python 2 (pickled byte
-strings, read as latin1).
+strings, read as latin1). Every file is read by the weights-only unpickler (:mod:`reid.utils.weights_only`).
 """
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch import nn
 from reid.utils.errors import UserError, first_line
 from reid.utils.osutils import write_atomically
 from reid.utils.records import BEST_MODEL
+from reid.utils.weights_only import load_weights_only
 
 BATCHES_TRACKED = "num_batches_tracked"
 
@@ -39,14 +39,14 @@ def _save(state: dict, fpath: str) -> None:
 
 
 def load_checkpoint(fpath: str) -> dict[str, Any]:
-    """Load a checkpoint on the CPU. Tries ``weights_only=True`` first; files written by old PyTorch with
-    numpy scalars beside the weights, and Python 2 pickles whose byte strings are not UTF-8, need the full
-    unpickler reading them as latin1 (the bytes as they are), which is used explicitly as the fallback (only
-    load checkpoints you trust)."""
+    """Load a checkpoint on the CPU with :func:`reid.utils.weights_only.load_weights_only`: weights, numpy
+    scalars and containers, nothing that runs code unless the user trusts the file."""
     if not os.path.isfile(fpath):
         raise UserError(f"{fpath}: checkpoint not found")
     try:
-        checkpoint = _torch_load(fpath)
+        checkpoint = load_weights_only(fpath)
+    except UserError:
+        raise
     except Exception as exc:  # torch.load fails in many ways on a file that is not a checkpoint
         raise UserError(f"{fpath}: not a readable checkpoint ({first_line(exc)})") from exc
     if isinstance(checkpoint, dict) and "state_dict" not in checkpoint and _is_state_dict(checkpoint):
@@ -54,13 +54,6 @@ def load_checkpoint(fpath: str) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not _is_state_dict(checkpoint.get("state_dict")):
         raise UserError(f"{fpath}: not a checkpoint (expected a dict with a 'state_dict' of tensors)")
     return checkpoint
-
-
-def _torch_load(fpath: str) -> Any:
-    try:
-        return torch.load(fpath, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, UnicodeDecodeError):
-        return torch.load(fpath, map_location="cpu", weights_only=False, encoding="latin1")
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -1,4 +1,5 @@
-"""A map-style dataset over ``(fname, pid, camid)`` items that names the file it cannot read."""
+"""A map-style dataset over ``(fname, pid, camid)`` items that names the file it cannot read, and the check that
+names every unreadable image of a list at once."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from reid.utils.errors import UserError
 
@@ -52,3 +53,28 @@ class Preprocessor(Dataset):
         fname, pid, camid = self.items[index]
         label = pid if self.labels is None else torch.as_tensor(self.labels[index])
         return self.transform(read_image(fname)), fname, label, camid, index
+
+
+class _ReadCheck(Dataset):
+    """Decodes each image once and returns why it cannot be read ('' when it can)."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> str:
+        try:
+            read_image(self.paths[index])
+        except UserError as exc:
+            return str(exc)
+        return ""
+
+
+def unreadable_images(paths: Sequence[str], workers: int) -> dict[str, str]:
+    """Every image of ``paths`` that does not decode, with the line :func:`read_image` raises for it, in the
+    order of ``paths``; each image is decoded once, by ``workers`` loader processes."""
+    loader = DataLoader(_ReadCheck(paths), batch_size=64, num_workers=workers, collate_fn=list)
+    problems = [problem for batch in loader for problem in batch]
+    return {path: problem for path, problem in zip(paths, problems) if problem}
