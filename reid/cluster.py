@@ -10,7 +10,9 @@ arrays leave this module: fitted DBSCAN objects hold a copy of the distance rows
 
 from __future__ import annotations
 
+import argparse
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -25,6 +27,14 @@ Distance = Union[np.ndarray, scipy.sparse.spmatrix]
 
 # Rows of a dense distance matrix scanned at once by compute_eps (about 16 M entries).
 _SCAN_ELEMENTS = 1 << 24
+
+# The released rho and the target it was set on: Market-1501's training set, 12,936 images of 751 people.
+RELEASED_RHO = 1.6e-3
+MARKET_IMAGES, MARKET_IDENTITIES = 12_936, 751
+# rho as a multiple of the target's share of same-identity image pairs. N images of people seen E times each
+# hold N (E - 1) / 2 such pairs among N (N - 1) / 2, a share of (E - 1) / (N - 1): 0.125% on Market-1501, and
+# 1.6e-3 / 0.125% = 1.2756, rounded 1.28 (:func:`rho_by_rule`).
+RHO_MULTIPLE = 1.28
 
 
 def compute_eps(distance: Distance, rho: float = 1.6e-3) -> float:
@@ -68,6 +78,124 @@ def _selected_count(rho: float, count: int) -> int:
     if selected == 0:
         raise UserError(f"--rho {rho} selects none of the {count} pairwise distances; use a larger --rho")
     return selected
+
+
+def same_identity_share(images_per_identity: float, num_images: int) -> float:
+    """The share of image pairs that show one person, ``(E - 1) / (N - 1)``, among ``num_images`` images of
+    people seen ``images_per_identity`` times each."""
+    return (images_per_identity - 1) / (num_images - 1)
+
+
+def rho_by_rule(images_per_identity: float, num_images: int) -> float:
+    """rho by the paper's rule: :data:`RHO_MULTIPLE` (1.28) times the target's share of same-identity pairs.
+
+    The released 1.6e-3 is that multiple of Market-1501's share; a fixed rho implies another number of images
+    per person on every other target size (see :func:`implied_images_per_identity`).
+
+    Parameters
+    ----------
+    images_per_identity : float
+        E, how many images of each person the target holds on average (Market-1501 17.2, DukeMTMC-reID 23.5);
+        more than 1.
+    num_images : int
+        N, the target's training images; at least 2.
+
+    Returns
+    -------
+    float
+        ``1.28 x (E - 1) / (N - 1)``, in (0, 1]: Market-1501 1.6e-3, 1,376 images at 17.2 1.5e-2, 100,000 at
+        17 2.0e-4.
+
+    Raises
+    ------
+    UserError
+        For E not above 1 (no two images of one person: nothing to group), N below 2, or a rho above 1 (E
+        beyond ``1 + (N - 1) / 1.28``).
+    """
+    if num_images < 2:
+        raise UserError(f"the target holds {num_images} image(s): grouping needs at least 2")
+    if not (math.isfinite(images_per_identity) and images_per_identity > 1):
+        raise UserError(f"--images-per-identity {images_per_identity:g}: expected more than 1 (how many images "
+                        "of each person the target holds on average)")
+    rho = RHO_MULTIPLE * same_identity_share(images_per_identity, num_images)
+    if rho > 1:
+        limit = 1 + (num_images - 1) / RHO_MULTIPLE
+        raise UserError(f"--images-per-identity {images_per_identity:g}: expected at most {limit:.4g} for "
+                        f"{num_images:,} images (rho {format_rho(rho)} would exceed 1)")
+    return rho
+
+
+def implied_images_per_identity(rho: float, num_images: int) -> float:
+    """The images per person that ``rho`` stands for on ``num_images`` images by the paper's rule (the inverse
+    of :func:`rho_by_rule`): ``1 + rho (N - 1) / 1.28``."""
+    return 1 + rho * (num_images - 1) / RHO_MULTIPLE
+
+
+AUTO_RHO = "auto"
+
+
+def format_rho(rho: float) -> str:
+    """rho to three significant figures as the papers write it: ``1.6e-3``, ``1.51e-2``."""
+    mantissa, exponent = f"{rho:.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def rho_arg(text: str) -> float | str:
+    """argparse ``type=`` of ``--rho``: a number in (0, 1], or ``auto`` (from ``--images-per-identity``)."""
+    if text == AUTO_RHO:
+        return AUTO_RHO
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or {AUTO_RHO}, got {text!r}")
+    return value
+
+
+def resolve_rho(rho: float | str | None, images_per_identity: float | None, num_images: int) -> tuple[float, str]:
+    """The rho a grouping uses and the log line that says why.
+
+    Parameters
+    ----------
+    rho : float, "auto" or None
+        ``--rho``: a number is used as given; ``auto`` takes it from ``images_per_identity``
+        (:func:`rho_by_rule`); None (not given) does too when ``images_per_identity`` is given, else the
+        released 1.6e-3.
+    images_per_identity : float or None
+        ``--images-per-identity``.
+    num_images : int
+        The target's training images.
+
+    Returns
+    -------
+    rho : float
+    line : str
+        One line for the log: the value, where it comes from, and what it assumes of the target.
+
+    Raises
+    ------
+    UserError
+        For ``auto`` without ``images_per_identity``, a number given with it (two answers to one question), or
+        a value :func:`rho_by_rule` refuses.
+    """
+    if rho == AUTO_RHO and images_per_identity is None:
+        raise UserError(f"--rho {AUTO_RHO}: give --images-per-identity, how many images of each person the target "
+                        "holds on average")
+    if isinstance(rho, float) and images_per_identity is not None:
+        raise UserError(f"--rho {rho:g} and --images-per-identity {images_per_identity:g}: give one of them (the "
+                        "second sets rho by the paper's rule)")
+    if images_per_identity is not None:
+        value = rho_by_rule(images_per_identity, num_images)
+        return value, (f"rho {format_rho(value)} by the paper's rule, {RHO_MULTIPLE} x (E - 1) / (N - 1) with "
+                       f"{images_per_identity:g} images per person among N = {num_images:,}: the released "
+                       f"{format_rho(RELEASED_RHO)} is {RHO_MULTIPLE} x Market-1501's share of same-identity pairs "
+                       f"({MARKET_IMAGES:,} images of {MARKET_IDENTITIES} people)")
+    value = RELEASED_RHO if rho is None else float(rho)
+    implied = implied_images_per_identity(value, num_images)
+    source = "the released value" if rho is None else "as given"
+    return value, (f"rho {format_rho(value)}, {source}: by the paper's rule it assumes about {implied:.1f} images per "
+                   f"person among these {num_images:,} (--images-per-identity sets rho from your own number)")
 
 
 def _smallest_dense(distance: np.ndarray, rho: float) -> np.ndarray:

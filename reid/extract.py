@@ -22,35 +22,14 @@ import sys
 
 from reid import models
 from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
+from reid.datasets.folder import list_images
 from reid.experiment import load_trained_model, wrap_model
 from reid.feature_extraction import eval_features, extract_features, save_features_h5, type_features
-from reid.utils.data.preprocessor import IMAGE_EXTENSIONS, is_image, unreadable_images
+from reid.utils.data.preprocessor import unreadable_images
 from reid.utils.errors import UserError
 from reid.utils.runtime import init_runtime, run_main
 
 ON_ERROR = ("stop", "skip")
-
-
-def list_images(source: str) -> list[str]:
-    """The image paths of a folder (recursive, sorted) or of a text file listing one path per line."""
-    if os.path.isdir(source):
-        paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
-                       if is_image(name))
-        if not paths:
-            raise UserError(f"--images {source}: no {'/'.join(IMAGE_EXTENSIONS)} file in this folder or below")
-        return paths
-    if not os.path.isfile(source):
-        raise UserError(f"--images {source}: no such folder or list file")
-    try:
-        with open(source, encoding="utf-8") as stream:
-            lines = [line.strip() for line in stream]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--images {source}: cannot read the list of image paths ({exc})") from exc
-    folder = os.path.dirname(source)
-    paths = [os.path.join(folder, line) for line in lines if line]
-    if not paths:
-        raise UserError(f"--images {source}: expected one image path per line, the file lists none")
-    return paths
 
 
 def readable_images(paths: list[str], workers: int) -> list[str]:

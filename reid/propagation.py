@@ -1,10 +1,11 @@
 """SSG++ (clustering-guided semi-supervised training): the labelled set and label propagation
 (docs/algorithm.md, "SSG++").
 
-One target image per global cluster is labelled by a person (here: its ground-truth identity), drawn once
-(with the release's seed 0 by default) and stored so that reruns reuse it; every later iteration propagates
-those labels to the rest of the target by nearest labelled neighbour under the k-reciprocal distance, keeping
-the most confident.
+One target image per global cluster is labelled by a person (on a labelled target its ground-truth identity
+plays that person; on one's own crops a person answers through :class:`reid.annotation.CsvLabeller`), drawn
+once (with the release's seed 0 by default) and stored so that reruns reuse it; every later iteration
+propagates those labels to the rest of the target by nearest labelled neighbour under the k-reciprocal
+distance, keeping the most confident.
 :class:`SemiSupervision` puts the pieces together: what SSG++'s labelled loader holds at each iteration.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from reid.annotation import AnnotationNeeded
 from reid.feature_extraction import eval_features
 from reid.rerank import re_ranking_query_gallery
 from reid.utils.data.preprocessor import Item
@@ -102,14 +104,17 @@ class LabelledSelection:
     indices: np.ndarray   # into the target training list
     labels: np.ndarray    # the annotated identity, then the propagated one
     num_labelled: int
-    true_ids: np.ndarray  # ground truth of the same images, only to measure the propagated labels
+    true_ids: np.ndarray | None  # ground truth of the same images, only to measure the propagated labels
 
     def summary(self) -> dict:
-        """``labelled``, ``propagated`` and ``propagated_accuracy`` (percent, None when nothing propagated)."""
-        propagated = slice(self.num_labelled, None)
-        correct = self.labels[propagated] == self.true_ids[propagated]
-        return {"labelled": self.num_labelled, "propagated": int(len(correct)),
-                "propagated_accuracy": 100 * float(correct.mean()) if len(correct) else None}
+        """``labelled``, ``propagated`` and ``propagated_accuracy`` (percent; None when nothing propagated or
+        there is no ground truth to measure against)."""
+        num_propagated = len(self.labels) - self.num_labelled
+        accuracy = None
+        if num_propagated and self.true_ids is not None:
+            propagated = slice(self.num_labelled, None)
+            accuracy = 100 * float((self.labels[propagated] == self.true_ids[propagated]).mean())
+        return {"labelled": self.num_labelled, "propagated": num_propagated, "propagated_accuracy": accuracy}
 
 
 class SemiSupervision:
@@ -121,7 +126,7 @@ class SemiSupervision:
     fpath : str
         Where the labelled set is stored (``labelled_set.json`` in the logs dir).
     items : sequence of Item
-        The target training images; their pids play the person who labels the drawn images.
+        The target training images; without ``labeller`` their pids play the person who labels the drawn images.
     sample : str
         ``cluster`` or ``random`` (:func:`draw_labelled_set`).
     label_iteration : int
@@ -132,16 +137,23 @@ class SemiSupervision:
         The draw's seed (the release reseeds with 0 there).
     share : callable or None
         Under DDP, :meth:`reid.utils.runtime.Runtime.share`: rank 0 alone loads or draws (and stores) the
-        labelled set and every rank trains on its answer, whatever file another machine holds.
+        labelled set and labels it, and every rank trains on its answer, whatever file another machine holds.
+    labeller : callable or None
+        The labels of the drawn images (indices into ``items``) where a person gives them
+        (:class:`reid.annotation.CsvLabeller`, for a target without identities); it may stop the run with
+        :class:`reid.annotation.AnnotationNeeded`, raised then on every rank. The items' pids are then not
+        ground truth, and the propagated labels are not measured. None: the pids label the drawn images.
     """
 
     def __init__(self, fpath: str, items: Sequence[Item], sample: str, label_iteration: int, iterations: int,
-                 seed: int = 0, share: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None):
+                 seed: int = 0, share: Callable[[Callable[[], tuple]], tuple] | None = None,
+                 labeller: Callable[[np.ndarray], np.ndarray] | None = None):
         self.fpath = fpath
         self.seed = seed
         self.share = share
         self.items = items
-        self.true_ids = np.array([pid for _, pid, _ in items])
+        self.labeller = labeller
+        self.true_ids = None if labeller is not None else np.array([pid for _, pid, _ in items])
         self.sample = sample
         self.label_iteration = label_iteration
         self.iterations = iterations
@@ -154,12 +166,19 @@ class SemiSupervision:
         """
         if iteration < self.label_iteration:
             return None
-        def load_or_draw() -> np.ndarray:
-            return load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.seed)
+        def load_or_draw() -> tuple[np.ndarray, np.ndarray | AnnotationNeeded]:
+            labelled = load_or_draw_labelled_set(self.fpath, self.items, global_labels, self.sample, self.seed)
+            try:
+                return labelled, (self.labeller(labelled) if self.labeller else self.true_ids[labelled])
+            except AnnotationNeeded as stop:  # sent to every rank, so that all of them stop, not rank 0 alone
+                return labelled, stop
 
-        labelled = self.share(load_or_draw) if self.share else load_or_draw()
-        propagation = propagate_labels(eval_features(pooled), labelled, self.true_ids[labelled])
+        labelled, labelled_ids = self.share(load_or_draw) if self.share else load_or_draw()
+        if isinstance(labelled_ids, AnnotationNeeded):
+            raise labelled_ids
+        propagation = propagate_labels(eval_features(pooled), labelled, labelled_ids)
         n = num_selected(iteration, len(propagation.indices), self.iterations)
         indices = np.concatenate([labelled, propagation.indices[:n]])
-        labels = np.concatenate([self.true_ids[labelled], propagation.labels[:n]])
-        return LabelledSelection(indices, labels, len(labelled), self.true_ids[indices])
+        labels = np.concatenate([labelled_ids, propagation.labels[:n]])
+        true_ids = None if self.true_ids is None else self.true_ids[indices]
+        return LabelledSelection(indices, labels, len(labelled), true_ids)

@@ -44,9 +44,14 @@ class ReIDDataset:
         The name :func:`reid.datasets.create` knows the dataset by.
     num_trainval_ids, num_query_ids, num_gallery_ids : int
         Distinct pids per subset (the distractor pid 0 counts as one).
+    has_labels : bool
+        Whether the training images carry their true identities (every named dataset; not a folder of crops,
+        :class:`reid.datasets.folder.UnlabelledImages`). Diagnostics measured against them, and SSG++'s
+        labels drawn from them, need it.
     """
 
     name = ""
+    has_labels = True
 
     def __init__(
         self,

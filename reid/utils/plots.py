@@ -2,7 +2,9 @@
 
 ``metrics.json`` holds an optional ``before`` entry (the source model on the target) and one
 ``iteration_<k>`` entry per adaptation iteration with mAP, CMC top-1 (percent), ``clusters_<type>`` per
-feature type, ``images_kept`` and, for SSG++, ``labelled``, ``propagated`` and ``propagated_accuracy``.
+feature type, ``images_kept`` (and, where recorded, ``kept_percent`` and ``images_total``,
+:func:`reid.cluster_stats.grouping_stats`) and, for SSG++, ``labelled``, ``propagated`` and
+``propagated_accuracy``. An entry may lack any of them: its point is left out of the curve.
 
 matplotlib is optional: without it the plots are skipped with one line of explanation. Figures are drawn on
 ``matplotlib.figure.Figure`` with the Agg canvas, so the caller's pyplot state and backend are left alone.
@@ -10,6 +12,7 @@ matplotlib is optional: without it the plots are skipped with one line of explan
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -142,6 +145,52 @@ def _report_figure(figure, stages: list[StageCurve], title: str):
             axes.plot([last_iteration], [stage.paper_map], marker="*", markersize=12, linestyle="none",
                       color=colour, label=f"{stage.name}, published ({stage.paper_map:.1f})")
     _style_axes(axes, "target mAP (%)", title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_grouping(stages: list[StageCurve], title: str, fpath: str) -> str | None:
+    """``grouping.png``: per iteration of each stage, the clusters of every feature type (above) and the share
+    of the target's images kept for training (below). Returns the path, or None without matplotlib."""
+    new_figure = _agg_figure_factory()
+    if new_figure is None:
+        _warn_missing_matplotlib()
+        return None
+    figure = _grouping_figure(new_figure(), stages, title)
+    write_atomically(fpath, functools.partial(figure.savefig, format="png"))
+    return fpath
+
+
+TYPE_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def kept_percent(entry: dict) -> float | None:
+    """The share of images kept (percent): recorded, or computed from ``images_kept`` and ``images_total``;
+    None for an entry that holds neither (written before the share was recorded)."""
+    if entry.get("kept_percent") is not None:
+        return float(entry["kept_percent"])
+    if entry.get("images_kept") is not None and entry.get("images_total"):
+        return 100 * entry["images_kept"] / entry["images_total"]
+    return None
+
+
+def _grouping_figure(figure, stages: list[StageCurve], title: str):
+    figure.set_size_inches(FIGURE_SIZE[0], FIGURE_SIZE[1] * 1.6)
+    clusters = figure.add_subplot(2, 1, 1)
+    kept = figure.add_subplot(2, 1, 2, sharex=clusters)
+    for stage in stages:
+        entries = iteration_entries(stage.metrics)
+        iterations = [k for k, _ in entries]
+        colour = STAGE_COLOURS.get(stage.name)
+        for name, style in zip(feature_types(entries), itertools.cycle(TYPE_LINESTYLES)):
+            clusters.plot(iterations, _series(entries, f"clusters_{name}"), marker="o", markersize=3,
+                          linestyle=style, color=colour, label=f"{stage.name} {name}")
+        shares = [kept_percent(entry) for _, entry in entries]
+        kept.plot(iterations, [math.nan if share is None else share for share in shares], marker="o",
+                  markersize=3, color=colour, label=stage.name)
+    _style_axes(clusters, "clusters (DBSCAN)", title)
+    _style_axes(kept, "% of target images", "Images kept for training (in a cluster of every feature type)")
+    kept.set_ylim(0, 100)
     figure.tight_layout()
     return figure
 
