@@ -149,6 +149,7 @@ def train(args, train_items, val_items, model, runtime, evaluator, metrics, star
                 save_checkpoint({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
                                  "config": model_config(args)},
                                 os.path.join(args.logs_dir, CHECKPOINT), is_best=is_best or no_best_yet)
+            runtime.barrier()  # the next epoch's collectives would count the writing against --dist-timeout
         epochs[-1] = {**record, "cost": cost.summary()}
         finish_record(metrics, "epochs", epochs)
     runtime.barrier()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -136,7 +137,8 @@ def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[
     """Spec steps 1-4, timed as the phases ``features`` and ``grouping`` (distance, eps and DBSCAN) of
     ``cost``. Returns the grouping and the target's pooled features (N, S+1, C), which SSG++ reuses. The
     features stay on the model's device, where the distances are computed (only their sparse result goes to
-    the CPU, for DBSCAN). Rank 0 clusters and broadcasts, so every DDP rank trains on the same pseudo-labels."""
+    the CPU, for DBSCAN). Under DDP every rank computes a share of each distance; rank 0 clusters and
+    broadcasts, so every rank trains on the same pseudo-labels."""
     def features(items: list[Item], desc: str) -> torch.Tensor:
         return extract_features(model, items, runtime, args.height, args.width, workers=args.workers, desc=desc,
                                 on_device=True, amp=args.amp)
@@ -145,7 +147,7 @@ def self_similarity_grouping(model: nn.Module, source: list[Item], target: list[
         source_pooled = features(source, "source features") if args.lambda_value > 0 else None
         target_pooled = features(target, "target features")
     with cost.phase("grouping"):
-        grouping = runtime.share(lambda: _cluster(source_pooled, target_pooled, args, eps))
+        grouping = _cluster(source_pooled, target_pooled, args, eps, runtime)
     print_digest(runtime, "pseudo-labels", grouping.labels)
     return grouping, target_pooled
 
@@ -159,17 +161,28 @@ def print_digest(runtime: Runtime, what: str, labels: np.ndarray) -> None:
 
 
 def _cluster(source_pooled: torch.Tensor | None, target_pooled: torch.Tensor, args: argparse.Namespace,
-             eps: list[float] | None) -> Grouping:
+             eps: list[float] | None, runtime: Runtime) -> Grouping:
+    """Per feature type: the distance, every rank computing its share (rank 0 gets it), then eps and DBSCAN on
+    rank 0, shared with the others, who wait for them however long they take."""
     target_types = type_features(target_pooled)
     source_types = type_features(source_pooled) if source_pooled is not None else [None] * len(target_types)
     labels, eps_used = [], []
-    types = tqdm(list(zip(source_types, target_types)), desc="distance + DBSCAN", leave=False, disable=None)
+    types = tqdm(list(zip(source_types, target_types)), desc="distance + DBSCAN", leave=False,
+                 disable=None if runtime.is_main else True)
     for t, (source_t, target_t) in enumerate(types):
         distance = re_ranking(source_t, target_t, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
-                              sparse=True)
-        eps_used.append(eps[t] if eps else compute_eps(distance, args.rho))
-        labels.append(cluster_labels(distance, eps_used[-1], args.min_samples))
+                              sparse=True, distributed=runtime.distributed)
+        eps_t, labels_t = runtime.share(functools.partial(_dbscan, distance, eps[t] if eps else None, args))
+        eps_used.append(eps_t)
+        labels.append(labels_t)
     return Grouping(np.stack(labels, axis=1), eps_used)
+
+
+def _dbscan(distance: scipy.sparse.csr_matrix, eps: float | None, args: argparse.Namespace
+            ) -> tuple[float, np.ndarray]:
+    """eps (the frozen one, else computed from ``distance``) and DBSCAN's labels."""
+    eps = compute_eps(distance, args.rho) if eps is None else eps
+    return eps, cluster_labels(distance, eps, args.min_samples)
 
 
 def check_enough_clusters(grouping: Grouping, args: argparse.Namespace, iteration: int) -> None:
