@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from reid.utils.elastic import join_worker_group
+from reid.utils.elastic import POLL_SECONDS, join_worker_group
 from reid.utils.errors import UserError
 from reid.utils.logging import release_logs_dir, stop_logging
 
@@ -33,7 +33,8 @@ DEFAULT_DIST_TIMEOUT = 300
 PULSE_KEY = "ssg/rank0/pulse"
 ENDED_KEY = "ssg/rank0/ended"
 ARRIVED_KEY = "ssg/rank0/arrived/"
-# Rank 0 beats, and a waiting rank looks, this often at most: a tenth of --dist-timeout when that is shorter.
+# Rank 0 beats this often: a tenth of --dist-timeout when that is shorter. A waiting rank looks every POLL_SECONDS
+# at most (each wait costs the group up to that much after rank 0 arrives).
 PULSE_SECONDS = 1.0
 
 
@@ -111,7 +112,7 @@ class Runtime:
             elif now - beaten_at > self.dist_timeout:
                 raise dist.DistError(f"rank 0 gave no sign of life for {self.dist_timeout:g} s")
             time.sleep(pause)
-            pause = min(2 * pause, _pulse_seconds(self.dist_timeout))
+            pause = min(2 * pause, POLL_SECONDS)
 
 
 def start_heartbeat(dist_timeout: float) -> None:
