@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import re
@@ -36,6 +37,9 @@ ARRIVED_KEY = "ssg/rank0/arrived/"
 # Rank 0 beats this often: a tenth of --dist-timeout when that is shorter. A waiting rank looks every POLL_SECONDS
 # at most (each wait costs the group up to that much after rank 0 arrives).
 PULSE_SECONDS = 1.0
+# Numbers the waits for rank 0 of this process: every rank waits as often, in the same order, whatever Runtime
+# object (the run's, an evaluator's) it waits through.
+_MEETINGS = itertools.count(1)
 
 
 @dataclass
@@ -51,7 +55,6 @@ class Runtime:
     run_id: str = ""
     restart: int = 0
     dist_timeout: float = DEFAULT_DIST_TIMEOUT
-    _meetings: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -93,9 +96,8 @@ class Runtime:
         work; this wait lasts as long as rank 0's heartbeat (:func:`start_heartbeat`) goes on, and ends with an
         error once it has stood still for ``dist_timeout`` seconds (rank 0 died or lost its machine) or rank 0
         ended its run. Every rank must call it as often, in the same order (as any collective)."""
-        self._meetings += 1
         store = dist.distributed_c10d._get_default_store()
-        arrived = f"{ARRIVED_KEY}{self._meetings}"
+        arrived = f"{ARRIVED_KEY}{next(_MEETINGS)}"
         if self.is_main:
             store.set(arrived, "")
             return
