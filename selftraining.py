@@ -25,17 +25,18 @@ from reid.utils.runtime import run_main
 
 
 def self_similarity_grouping(run: AdaptationRun) -> tuple[Grouping, torch.Tensor]:
-    """Group the target's training images three ways (docs/algorithm.md, steps 1-5); rank 0 computes eps and
-    DBSCAN, and every rank trains on its labels. Returns the grouping and the target's pooled features, which
-    SSG++ reuses."""
+    """Group the target's training images three ways (docs/algorithm.md, steps 1-5). Under DDP every rank computes
+    a share of the distances, rank 0 eps and DBSCAN, and every rank trains on its labels. Returns the grouping
+    and the target's pooled features, which SSG++ reuses."""
     args = run.args
     source = run.extract(run.source.trainval, "source features") if args.lambda_value > 0 else None
     target = run.extract(run.target.trainval, "target features")
     with run.cost.phase("grouping"):
         target_types = type_features(target)
         source_types = type_features(source) if source is not None else [None] * len(target_types)
+        # every rank computes a share of each distance; rank 0 receives it (the others None)
         distances = [re_ranking(source_t, target_t, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
-                                sparse=True) if run.runtime.is_main else None
+                                sparse=True, distributed=run.runtime.distributed)
                      for source_t, target_t in zip(source_types, target_types)]
         if run.eps is None:  # frozen at the first iteration
             run.eps = run.runtime.share(lambda: [compute_eps(distance, args.rho) for distance in distances])

@@ -8,17 +8,26 @@ eps + DBSCAN, with the peak resident memory of each; then, at N = 4,000 (Market'
 source), the time of the slow dense reference of the tests against the fast path. Every step runs in a
 fresh process, so its peak RSS is its own.
 
+``--split N ...`` times instead the whole grouping of one feature type (distance, eps, DBSCAN) of N targets
+(Market's images per identity, the same source) in one process and in ``--processes`` gloo processes of one
+thread each, the distance split across them (``re_ranking(distributed=True)``) and rank 0 clustering: each rank's
+seconds from the common start to the end of its work (and its CPU seconds, which other work on the machine
+disturbs less), its peak memory, whether the distance and the labels are identical, and the ratios.
+
 Run from the repository root::
 
     python -m benchmarks.grouping --scale market --threads 2
+    python -m benchmarks.grouping --split 25000 50000
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 import torch
+import torch.distributed as dist
 
 from reid.cluster import cluster_labels, compute_eps, count_clusters
 from reid.rerank import re_ranking
@@ -152,6 +162,82 @@ def report_scale(scale: str, threads: int, workdir: Path) -> None:
           f"{'met' if peak <= target_gb else 'MISSED'})")
 
 
+def split_features(num: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source, and ``num`` targets with Market's images per identity."""
+    num_ids = round(num * SCALES["market"][1] / SCALES["market"][0])
+    return clustered_unit_features(SOURCE_IMAGES, SOURCE_IDS, seed=1), clustered_unit_features(num, num_ids, seed=2)
+
+
+def digest(*arrays: np.ndarray) -> str:
+    content = hashlib.sha1()
+    for array in arrays:
+        content.update(np.ascontiguousarray(array).tobytes())
+    return content.hexdigest()[:12]
+
+
+def step_split(num: int, rank: int, processes: int, port: int) -> dict:
+    """One process of the split grouping: its seconds from the common start to the end of its distance share and,
+    on rank 0, of eps + DBSCAN; with one process, the single-process path (no process group at all)."""
+    source, target = split_features(num)
+    before = current_rss_gb()
+    if processes > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=processes)
+        dist.barrier()  # the common start
+    start, cpu_start = time.perf_counter(), time.process_time()
+    distance = re_ranking(source, target, sparse=True, distributed=processes > 1)
+    result = {"rank": rank, "distance_s": time.perf_counter() - start, "peak_gb": peak_rss_gb(), "before_gb": before}
+    if rank == 0:
+        clustering = time.perf_counter()
+        eps = compute_eps(distance)
+        labels = cluster_labels(distance, eps)
+        result.update(dbscan_s=time.perf_counter() - clustering, eps=eps, clusters=count_clusters(labels),
+                      labels=digest(labels), distance=digest(distance.indptr, distance.indices, distance.data),
+                      stored_per_row=distance.nnz / num, peak_gb=peak_rss_gb())
+    result.update(grouping_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu_start)
+    if processes > 1:
+        dist.destroy_process_group()
+    return result
+
+
+def run_split(num: int, processes: int) -> list[dict]:
+    """Every rank's figures, each rank a fresh process of one thread."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    commands = [[sys.executable, "-m", "benchmarks.grouping", "--step", "split", "--threads", "1", "--split", str(num),
+                 "--rank", str(rank), "--processes", str(processes), "--port", str(port)] for rank in range(processes)]
+    ranks = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for command in commands]
+    outputs = [rank.communicate() for rank in ranks]
+    for rank, (_, stderr) in zip(ranks, outputs):
+        if rank.returncode != 0:
+            raise SystemExit(f"split grouping of {num} targets in {processes} processes failed:\n{stderr}")
+    return [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+
+
+def report_split(num: int, processes: int) -> None:
+    (alone,), ranks = run_split(num, 1), run_split(num, processes)
+    main = ranks[0]
+    print(f"\nN = {num:,} target ({round(num * SCALES['market'][1] / SCALES['market'][0])} identities), "
+          f"M = {SOURCE_IMAGES:,} source, {WIDTH}-d, one feature type, one thread per process; "
+          f"{alone['stored_per_row']:.0f} stored entries per row, eps {alone['eps']:.4f}, {alone['clusters']} clusters")
+    print(f"  {'':24}{'distance':>10}{'eps + DBSCAN':>14}{'grouping':>10}{'of 1 process':>14}{'CPU':>9}"
+          f"{'peak RSS':>10}{'held before':>13}")
+    rows = [("1 process", alone)] + [(f"{processes} processes, rank {r['rank']}", r) for r in ranks]
+    for name, row in rows:
+        dbscan = f"{row['dbscan_s']:.1f} s" if "dbscan_s" in row else "-"
+        print(f"  {name:24}{row['distance_s']:8.1f} s{dbscan:>14}{row['grouping_s']:8.1f} s"
+              f"{row['grouping_s'] / alone['grouping_s']:13.2f}x{row['cpu_s']:7.1f} s{row['peak_gb']:7.2f} GB"
+              f"{row['before_gb']:10.2f} GB")
+    slowest = max(row["grouping_s"] for row in ranks)
+    print(f"  distance identical bit for bit: {'yes' if main['distance'] == alone['distance'] else 'NO'}; "
+          f"eps identical: {'yes' if main['eps'] == alone['eps'] else 'NO'}; labels identical: "
+          f"{'yes' if main['labels'] == alone['labels'] else 'NO'}")
+    print(f"  speed-up of the grouping: {alone['grouping_s'] / slowest:.2f}x (1 process over the slowest rank; "
+          f"each rank <= 0.6x of 1 process: {'met' if slowest <= 0.6 * alone['grouping_s'] else 'MISSED'})")
+
+
 def report_reference(threads: int, workdir: Path) -> None:
     result = run_step("reference", "market", threads, workdir)
     print(f"\nslow dense reference at N = {REFERENCE_IMAGES:,} (M = {SOURCE_IMAGES:,}): {result['slow_s']:.1f} s; "
@@ -164,10 +250,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=["market", "msmt", "all"], default="market")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--step", choices=["rerank", "dbscan", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--split", type=int, nargs="+", metavar="N",
+                        help="time the grouping of N targets in 1 process and split across --processes, one thread "
+                             "each (instead of --scale)")
+    parser.add_argument("--processes", type=int, default=2, help="gloo processes of --split (default 2)")
+    parser.add_argument("--step", choices=["rerank", "dbscan", "reference", "split"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.step == "split":
+        print(json.dumps(step_split(args.split[0], args.rank, args.processes, args.port)))
+        return
+    if args.split:
+        print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine "
+              "slows every figure)")
+        for num in args.split:
+            report_split(num, args.processes)
+        return
     if args.step:
         steps = {"rerank": lambda: step_rerank(args.scale, args.workdir),
                  "dbscan": lambda: step_dbscan(args.scale, args.workdir),

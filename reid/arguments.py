@@ -175,8 +175,9 @@ def add_run_args(parser: argparse.ArgumentParser, logs_name: str, resume: str) -
     add(group, "--gpu-devices", type=str, default=None,
         help="comma-separated GPU ids for DataParallel, or 'cpu' (default: every visible GPU)")
     add(group, "--dist-timeout", type=positive_int, default=DEFAULT_DIST_TIMEOUT, metavar="SECONDS",
-        help="under torchrun, a rank that waits this long for another (dead or hung) stops, and so does the run "
-             "(default %(default)s)")
+        help="under torchrun, a rank that waits this long in a collective, or for a sign of life from rank 0 "
+             "while rank 0 works alone (however long that work takes), stops, and so does the run "
+             "(default %(default)s; docs/distributed.md)")
     add(group, "--amp", action="store_true", help="mixed precision on CUDA (bf16 when supported, else fp16)")
     add(group, "--print-freq", type=positive_int, default=10,
         help="batches between progress lines (and between reads of the losses from the GPU)")

@@ -37,18 +37,20 @@ def evaluate_distances(distmat: np.ndarray, query: Sequence[Item], gallery: Sequ
 
 
 def evaluate_features(query_features: torch.Tensor, gallery_features: torch.Tensor, query: Sequence[Item],
-                      gallery: Sequence[Item], rerank: bool = False) -> tuple[dict[str, float], np.ndarray]:
+                      gallery: Sequence[Item], rerank: bool = False, distributed: bool = False
+                      ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of L2-normalised evaluation features, with the re-ranked ones (``*_rerank``) when ``rerank``,
     and the last distance matrix ranked (the re-ranked one with ``rerank``).
 
     The re-ranking reuses the query x gallery distances and overwrites them: the matrix is the largest
     object of an evaluation (3.8 GB at MSMT17 size) and there is only ever one. It runs on the features'
-    device.
+    device; with ``distributed`` (every rank calls, with the same features) each rank re-ranks its share of the
+    queries and receives the others' rows (:func:`reid.rerank.re_ranking_query_gallery`).
     """
     distmat = pairwise_distance(query_features, gallery_features).cpu().numpy()
     metrics = evaluate_distances(distmat, query, gallery)
-    if rerank:
-        re_ranking_query_gallery(query_features, gallery_features, distances=distmat)  # Zhong et al.'s setting
+    if rerank:  # Zhong et al.'s setting
+        re_ranking_query_gallery(query_features, gallery_features, distances=distmat, distributed=distributed)
         reranked = evaluate_distances(distmat, query, gallery)
         metrics.update({name + RERANK_SUFFIX: value for name, value in reranked.items()})
     return metrics, distmat
@@ -94,20 +96,23 @@ class Evaluator:
     def evaluate(self, query: Sequence[Item], gallery: Sequence[Item], save_features: str | None = None,
                  visrank: int = 0, visrank_dir: str = "") -> dict[str, float]:
         """Metrics in percent; optionally saves the features (HDF5) and draws ``visrank`` ranked lists (of
-        the re-ranked distances with ``rerank``)."""
+        the re-ranked distances with ``rerank``). Under DDP every rank computes the metrics, the re-ranking split
+        across the ranks, and rank 0 writes the files while the others wait for it."""
         # The pooled features are dropped as soon as they are normalised: at MSMT17 size each copy is 2.3 GB.
         query_features = eval_features(self.features(query, "query features"))
         # A validation split is its own gallery: extract it once.
         gallery_features = (query_features if gallery is query
                             else eval_features(self.features(gallery, "gallery features")))
+        metrics, distmat = evaluate_features(query_features, gallery_features, query, gallery, self.rerank,
+                                             distributed=self.runtime.distributed)
+        print(format_metrics(metrics))
         if save_features and self.runtime.is_main:
             save_features_h5(save_features, {"query": (query, query_features),
                                              "gallery": (gallery, gallery_features)})
-        metrics, distmat = evaluate_features(query_features, gallery_features, query, gallery, self.rerank)
-        print(format_metrics(metrics))
         if visrank and self.runtime.is_main:
             paths = visualize_ranked_results(distmat, query, gallery, visrank_dir, visrank, size=self.size)
             print(f"ranked lists of {len(paths)} queries in {visrank_dir}")
+        self.runtime.barrier()  # the next collective would count rank 0's writing against --dist-timeout
         return metrics
 
     def validate(self, items: Sequence[Item]) -> dict[str, float]:

@@ -302,6 +302,7 @@ class Run:
                 save_checkpoint({**state, "rng": rng_states[0], "rng_ranks": rng_states,
                                  "run_id": self.runtime.run_id, "config": model_config(self.args)},
                                 os.path.join(self.args.logs_dir, CHECKPOINT), is_best=is_best)
+            self.runtime.barrier()  # the next collective would count rank 0's writing against --dist-timeout
 
     def restore(self, checkpoint: dict, optimizer: torch.optim.Optimizer) -> None:
         """Put back the optimiser and this rank's RNG states of a checkpoint being continued: its own when it was

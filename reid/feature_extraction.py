@@ -19,6 +19,7 @@ from tqdm import tqdm
 from reid.utils.data.loaders import default_workers, prefetch_to_device, split_for_device
 from reid.utils.data.preprocessor import Item, Preprocessor
 from reid.utils.data.transforms import test_transform
+from reid.utils.distributed import collective_device
 from reid.utils.osutils import write_atomically
 from reid.utils.runtime import Runtime, amp_dtype
 
@@ -71,8 +72,7 @@ def _gather(features: torch.Tensor, count: int, runtime: Runtime) -> torch.Tenso
     if not runtime.distributed:
         return features
     per_rank = -(-count // runtime.world_size)
-    backend_device = runtime.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    padded = torch.zeros((per_rank, *features.shape[1:]), dtype=features.dtype, device=backend_device)
+    padded = torch.zeros((per_rank, *features.shape[1:]), dtype=features.dtype, device=collective_device())
     padded[: len(features)] = features
     shards = [torch.empty_like(padded) for _ in range(runtime.world_size)]
     dist.all_gather(shards, padded)

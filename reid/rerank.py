@@ -13,17 +13,26 @@ accumulated only over the pairs whose encodings share support. Memory grows with
 N x N of ``re_ranking`` and Q x G of ``re_ranking_query_gallery``, aside) and the work is dominated by the
 matrix products (the upper half of the Gram matrix, and target-source or query-gallery); everything runs in
 float32 on the device of the input features.
+
+With ``distributed=True`` every rank of the default process group (torchrun: one per GPU) computes a share of
+that work and the collectives of :mod:`reid.utils.distributed` put the shares together: the Gram matrix's
+upper-half tiles, the target-source products and the row-wise steps (k-reciprocal encoding, query expansion,
+Jaccard rows) are split by the single process's own blocks of rows, so each block is the same computation on
+the same shapes. The result equals one process's bit for bit on the same kernels and thread count, but where
+equal similarities straddle an image's k-th neighbour (which of them stays is the top-k's choice, in one process
+too) and on CUDA, where index_add_'s atomic sums vary from run to run in one process already.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Union
 
 import numpy as np
 import scipy.sparse
 import torch
 
+from reid.utils.distributed import all_gather_uneven, all_reduce_min, broadcast_rows, gather_uneven, rank, world_size
 from reid.utils.errors import UserError
 
 Features = Union[np.ndarray, torch.Tensor]
@@ -36,7 +45,8 @@ _UNIT_NORM_TOLERANCE = 1e-3
 
 
 def re_ranking(source_features: Features | None, target_features: Features, k1: int = 20, k2: int = 6,
-               lambda_value: float = 0.1, sparse: bool = False) -> np.ndarray | scipy.sparse.csr_matrix:
+               lambda_value: float = 0.1, sparse: bool = False, distributed: bool = False
+               ) -> np.ndarray | scipy.sparse.csr_matrix | None:
     """Source-aware k-reciprocal distance between the target images of one feature type (SSG, step 2).
 
     ``D = (1 - lambda) * J + lambda * (a_i + a_j)`` where J is the Jaccard distance of the k-reciprocal
@@ -55,16 +65,20 @@ def re_ranking(source_features: Features | None, target_features: Features, k1: 
         Weight of the source term, in [0, 1].
     sparse : bool
         Return the sparse form instead of the dense matrix.
+    distributed : bool
+        Split the work across the ranks of the default process group, each on the device of its features; every
+        rank must call with the same features (all of them) and options. Without a process group of several
+        ranks, the same as False.
 
     Returns
     -------
-    ndarray of shape (N, N), float32, or scipy.sparse.csr_matrix
-        The sparse form (float32) stores the whole diagonal and every pair whose encodings share support
-        (J < 1), with exactly the dense values. Every omitted pair has J = 1, so its distance is
-        ``(1 - lambda) + lambda * (a_i + a_j) >= 1 - lambda``: DBSCAN with eps below that sees the same
-        neighbourhoods. The omitted values can be rebuilt bit for bit: in float32, ``s = lambda * a`` and
-        ``D_ij = (1 - lambda) * J_ij + (s_i + s_j)``; J_ii = 0, so the diagonal holds exactly ``2 s_i``, and
-        max a = 1, so ``lambda = max_i s_i``. ``reid.cluster`` relies on this.
+    ndarray of shape (N, N), float32, or scipy.sparse.csr_matrix, or None
+        None on the ranks other than 0 under ``distributed``. The sparse form (float32) stores the whole diagonal
+        and every pair whose encodings share support (J < 1), with exactly the dense values. Every omitted pair has
+        J = 1, so its distance is ``(1 - lambda) + lambda * (a_i + a_j) >= 1 - lambda``: DBSCAN with eps below that
+        sees the same neighbourhoods. The omitted values can be rebuilt bit for bit: in float32, ``s = lambda * a``
+        and ``D_ij = (1 - lambda) * J_ij + (s_i + s_j)``; J_ii = 0, so the diagonal holds exactly ``2 s_i``, and max
+        a = 1, so ``lambda = max_i s_i``. ``reid.cluster`` relies on this.
 
     Raises
     ------
@@ -75,18 +89,23 @@ def re_ranking(source_features: Features | None, target_features: Features, k1: 
         with a source image (the source term is then 0 / 0).
     """
     _check_options(k1, k2, lambda_value)
+    split = _Split(distributed)
     target = _unit_rows(target_features, "target_features")
     num = target.shape[0]
     weight = torch.tensor(lambda_value, dtype=torch.float32, device=target.device)
     if lambda_value > 0:
         if source_features is None:
             raise ValueError("re_ranking: source_features are needed when lambda_value > 0")
-        shift = weight * _source_spread(_unit_rows(source_features, "source_features", target.device), target)
+        source = _unit_rows(source_features, "source_features", target.device)
+        shift = weight * _source_spread(source, target, split)
     else:
         shift = torch.zeros(num, device=target.device)
     jaccard_weight = 1 - weight
-    encoding = _encode(_Union(target), k1, k2)
-    indptr, indices, values = _final_rows(encoding.v, shift, jaccard_weight)
+    encoding = _encode(_Union(target), k1, k2, split)
+    rows = _final_rows(encoding.v, shift, jaccard_weight, split)
+    if rows is None:
+        return None
+    indptr, indices, values = rows
     if sparse:
         return scipy.sparse.csr_matrix((values.cpu().numpy(), indices.cpu().numpy(), indptr.cpu().numpy()),
                                        shape=(num, num))
@@ -97,7 +116,7 @@ def re_ranking(source_features: Features | None, target_features: Features, k1: 
 
 
 def re_ranking_query_gallery(query_features: Features, gallery_features: Features, k1: int = 20, k2: int = 6,
-                             lambda_value: float = 0.3, distances: Features | None = None
+                             lambda_value: float = 0.3, distances: Features | None = None, distributed: bool = False
                              ) -> np.ndarray | torch.Tensor:
     """k-reciprocal re-ranking of a query set against a gallery (Zhong et al. 2017): SSG++'s label
     propagation and the ``--rerank`` evaluation.
@@ -123,11 +142,15 @@ def re_ranking_query_gallery(query_features: Features, gallery_features: Feature
         evaluation's distance matrix). They replace the Q x G product and are **overwritten with the result**,
         block by block, so that no second Q x G matrix is ever allocated. They may live on another device
         than the features (blocks are moved as needed).
+    distributed : bool
+        Split the work across the ranks of the default process group, as :func:`re_ranking` does; each rank
+        computes its share of the query rows and receives the others'. Every rank must call with the same
+        arguments.
 
     Returns
     -------
     ndarray of shape (Q, G), float32, or the ``distances`` given
-        ``(1 - lambda) * J + lambda * d_norm`` for every query/gallery pair.
+        ``(1 - lambda) * J + lambda * d_norm`` for every query/gallery pair, on every rank.
 
     Raises
     ------
@@ -142,21 +165,27 @@ def re_ranking_query_gallery(query_features: Features, gallery_features: Feature
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(f"re_ranking_query_gallery: query width {query.shape[1]} != gallery width "
                          f"{gallery.shape[1]}")
+    split = _Split(distributed)
     given = distances
-    cross = _squared_distances(query, gallery) if given is None else torch.as_tensor(given)
+    cross = _squared_distances(query, gallery, split) if given is None else torch.as_tensor(given)
     if cross.shape != (query.shape[0], gallery.shape[0]):
         raise ValueError(f"re_ranking_query_gallery: distances of shape {tuple(cross.shape)}, expected "
                          f"{(query.shape[0], gallery.shape[0])}")
     num_query = query.shape[0]
-    encoding = _encode(_Union(query, gallery, cross), k1, k2)
+    encoding = _encode(_Union(query, gallery, cross), k1, k2, split)
     gallery_columns = _transpose(encoding.v, first_row=num_query)
     emits = _emit_counts(encoding.v, gallery_columns)[:num_query]
-    chunks = _cost_chunks(gallery.shape[0] + _EMIT_COST * emits)
-    buffer = _mass_buffer(chunks, gallery.shape[0], query.device)
-    for start, stop in chunks:
+    cost = gallery.shape[0] + _EMIT_COST * emits
+    chunks = _cost_chunks(cost)
+    costs = _chunk_costs(cost, chunks)
+    mine = split.mine(chunks, costs)
+    buffer = _mass_buffer(mine, gallery.shape[0], query.device)
+    for start, stop in mine:
         jaccard = _jaccard(_shared_mass(encoding.v, gallery_columns, start, stop, buffer))
         base = cross[start:stop].to(query.device, torch.float32) / encoding.row_max[start:stop, None]
         cross[start:stop] = ((1 - lambda_value) * jaccard + lambda_value * base).to(cross.device, cross.dtype)
+    if split.size > 1:
+        broadcast_rows(cross, split.bounds(chunks, costs), _rows_per_block(gallery.shape[0]))
     return cross.cpu().numpy() if given is None else given
 
 
@@ -210,6 +239,14 @@ class _Union:
                        for start, stop in _even_chunks(self.num - self.split, self.num)]
         return chunks
 
+    def tile_cost(self, start: int, stop: int) -> int:
+        """The work of :meth:`tiles` for rows start..stop: a multiply-add per product entry and feature, one step
+        per entry of the given cross block (read, not computed)."""
+        rows, width = stop - start, self.first.shape[1]
+        if start >= self.split:
+            return rows * (self.num - start) * width
+        return rows * (self.split - start) * width + rows * (self.num - self.split)
+
     def tiles(self, start: int, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Similarities of rows start..stop with every row from start on, as (first column, tile) pairs."""
         if start >= self.split:
@@ -241,6 +278,36 @@ class _Union:
         return result
 
 
+class _Split:
+    """Which of the single process's blocks of rows this process computes: all of them, or under ``distributed``
+    its share, a run of consecutive blocks; the runs follow each other in rank order and balance the blocks'
+    costs over the ranks. A block is computed alike in either case (same rows, same operations, same shapes)."""
+
+    def __init__(self, distributed: bool):
+        self.size = world_size() if distributed else 1
+        self.rank = rank() if self.size > 1 else 0
+
+    def owners(self, costs: Sequence[float]) -> np.ndarray:
+        """The rank of each block: the one whose 1/size of the total cost holds the block's middle."""
+        cost = np.asarray(costs, dtype=np.float64)
+        middle = np.cumsum(cost) - cost / 2
+        return np.minimum((middle * self.size / cost.sum()).astype(np.int64), self.size - 1)
+
+    def mine(self, chunks: list[tuple[int, int]], costs: Sequence[float] | None = None) -> list[tuple[int, int]]:
+        """This process's blocks (costs default to the blocks' rows)."""
+        if self.size == 1:
+            return chunks
+        owners = self.owners(costs if costs is not None else [stop - start for start, stop in chunks])
+        return [chunk for chunk, owner in zip(chunks, owners) if owner == self.rank]
+
+    def bounds(self, chunks: list[tuple[int, int]], costs: Sequence[float] | None = None) -> list[int]:
+        """Rank r's rows are ``bounds[r]:bounds[r + 1]`` (the blocks cover their rows in order)."""
+        owners = self.owners(costs if costs is not None else [stop - start for start, stop in chunks])
+        stops = np.array([stop for _, stop in chunks])
+        first = chunks[0][0]
+        return [first] + [int(stops[owners <= r].max(initial=first)) for r in range(self.size)]
+
+
 def _check_options(k1: int, k2: int, lambda_value: float) -> None:
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -259,11 +326,14 @@ def _unit_rows(features: Features, name: str, device: torch.device | None = None
     return tensor
 
 
-def _squared_distances(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+def _squared_distances(query: torch.Tensor, gallery: torch.Tensor, split: _Split) -> torch.Tensor:
     """``2 - 2 q.g`` (clamped at 0) between unit rows, (Q, G), in row blocks."""
     result = torch.empty(query.shape[0], gallery.shape[0], device=query.device)
-    for start, stop in _even_chunks(query.shape[0], gallery.shape[0]):
+    chunks = _even_chunks(query.shape[0], gallery.shape[0])
+    for start, stop in split.mine(chunks):
         result[start:stop] = (2 - 2 * query[start:stop] @ gallery.T).clamp_(min=0)
+    if split.size > 1:
+        broadcast_rows(result, split.bounds(chunks), _rows_per_block(gallery.shape[0]))
     return result
 
 
@@ -286,6 +356,29 @@ def _cost_chunks(cost: torch.Tensor) -> list[tuple[int, int]]:
         chunks.append((start, stop))
         spent, start = int(ends[stop - 1]), stop
     return chunks
+
+
+def _chunk_costs(cost: torch.Tensor, chunks: list[tuple[int, int]]) -> list[float]:
+    """The summed cost of each row range."""
+    ends = torch.cumsum(cost.cpu(), 0).tolist()
+    return [ends[stop - 1] - (ends[start - 1] if start else 0) for start, stop in chunks]
+
+
+def _joined(pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], device: torch.device, split: _Split,
+            everywhere: bool = True) -> list[torch.Tensor] | None:
+    """The pieces' three parts (int64, int64, float32: rows or counts, columns, values), each concatenated; under a
+    split, with the other ranks' in rank order, on every rank or (``everywhere`` False) on rank 0 alone, None
+    elsewhere."""
+    if pieces:
+        parts = [torch.cat(part) for part in zip(*pieces)]
+    else:  # no block fell to this rank
+        parts = [torch.empty(0, dtype=dtype, device=device) for dtype in (torch.int64, torch.int64, torch.float32)]
+    if split.size == 1:
+        return parts
+    if everywhere:
+        return [torch.cat(all_gather_uneven(part)) for part in parts]
+    gathered = [gather_uneven(part) for part in parts]
+    return None if gathered[0] is None else [torch.cat(part) for part in gathered]
 
 
 def _rows_from_sorted(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
@@ -320,13 +413,15 @@ def _segments(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, t
     return owner, starts[owner] + offset_in_row
 
 
-def _source_spread(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _source_spread(source: torch.Tensor, target: torch.Tensor, split: _Split) -> torch.Tensor:
     """``a_i = min_m (1 - exp(-||t_i - s_m||^2)) / max_i (...)``: needs only each target's nearest source."""
     if source.shape[1] != target.shape[1]:
         raise ValueError(f"re_ranking: source width {source.shape[1]} != target width {target.shape[1]}")
-    best_similarity = torch.empty(target.shape[0], device=target.device)
-    for start, stop in _even_chunks(target.shape[0], source.shape[0]):
-        best_similarity[start:stop] = (target[start:stop] @ source.T).amax(dim=1)
+    best = [(target[start:stop] @ source.T).amax(dim=1)
+            for start, stop in split.mine(_even_chunks(target.shape[0], source.shape[0]))]
+    best_similarity = torch.cat(best) if best else torch.empty(0, device=target.device)
+    if split.size > 1:
+        best_similarity = torch.cat(all_gather_uneven(best_similarity))
     spread = -torch.expm1(-(2 - 2 * best_similarity).clamp_(min=0))
     largest = spread.max()
     if largest <= 0:
@@ -335,20 +430,24 @@ def _source_spread(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return spread / largest
 
 
-def _nearest_neighbours(union: _Union, k: int) -> _Neighbours:
+def _nearest_neighbours(union: _Union, k: int, split: _Split) -> _Neighbours:
     """The first k of rank_i and max_j d[i, j] for every row, from the upper half of the Gram matrix.
 
     Block I of rows is multiplied by rows I onwards only; each tile's transpose updates the later rows, so
     each similarity is computed (or read, for the given cross block) once and the row maxima come from the
     same pass. The list is ordered by (distance, index); should equal distances straddle the k-th place,
     topk decides which stays.
+
+    Under a split each rank multiplies its blocks of rows, balanced by their tiles' work, keeping lists for
+    every row; the lists are then merged (:func:`_merge_lists`) and the row maxima reduced.
     """
     num = union.num
     k = min(k, num)
     best_similarity = torch.full((num, k), -torch.inf, device=union.device)
     best_index = torch.zeros((num, k), dtype=torch.int64, device=union.device)
     least_similarity = torch.full((num,), torch.inf, device=union.device)
-    for start, stop in union.row_chunks():
+    chunks = union.row_chunks()
+    for start, stop in split.mine(chunks, [union.tile_cost(start, stop) for start, stop in chunks]):
         for first_col, similarity in union.tiles(start, stop):
             if first_col == start:
                 similarity.diagonal().fill_(1.0)  # ||t_i - t_i||^2 is exactly 0
@@ -361,6 +460,9 @@ def _nearest_neighbours(union: _Union, k: int) -> _Neighbours:
                 _offer_columns(best_similarity, best_index, first_later, later, start)
                 cols = slice(first_later, first_later + later.shape[1])
                 least_similarity[cols] = torch.minimum(least_similarity[cols], later.amin(dim=0))
+    if split.size > 1:
+        _merge_lists(best_similarity, best_index)
+        least_similarity = all_reduce_min(least_similarity)
     distance = (2 - 2 * best_similarity).clamp_(min=0)
     by_index = torch.argsort(best_index, dim=1, stable=True)  # then a stable sort: ties go to the smaller index
     best_index, distance = best_index.gather(1, by_index), distance.gather(1, by_index)
@@ -368,6 +470,21 @@ def _nearest_neighbours(union: _Union, k: int) -> _Neighbours:
     best_index, distance = best_index.gather(1, by_distance), distance.gather(1, by_distance)
     row_max = (2 - 2 * least_similarity).clamp_(min=torch.finfo(torch.float32).tiny)
     return _Neighbours(best_index, distance / row_max[:, None], row_max)
+
+
+def _merge_lists(best_similarity: torch.Tensor, best_index: torch.Tensor) -> None:
+    """Every rank's running top k of every row merged into the top k over all ranks, in place, on every rank.
+
+    Each similarity was computed by one rank alone (the rank of its tile), so the merged lists hold the top k of
+    the very candidates one process weighs; a rank's unfilled places (-inf) never reach the top k.
+    """
+    num, k = best_similarity.shape
+    for start, stop in _even_chunks(num, k * world_size()):
+        similarity = torch.cat(all_gather_uneven(best_similarity[start:stop]), dim=1)
+        index = torch.cat(all_gather_uneven(best_index[start:stop]), dim=1)
+        kept = similarity.topk(k, dim=1)
+        best_similarity[start:stop] = kept.values
+        best_index[start:stop] = index.gather(1, kept.indices)
 
 
 def _offer_columns(best_similarity: torch.Tensor, best_index: torch.Tensor, first_row: int, tile: torch.Tensor,
@@ -411,10 +528,10 @@ def _keep_most_similar(best_similarity: torch.Tensor, best_index: torch.Tensor, 
     best_index[rows] = candidate_index.gather(1, kept.indices)
 
 
-def _encode(union: _Union, k1: int, k2: int) -> _Encoding:
-    neighbours = _nearest_neighbours(union, max(k1 + 1, k2))
-    v = _reciprocal_encoding(union, neighbours, k1)
-    return _Encoding(_query_expansion(v, neighbours.index, k2), neighbours.row_max)
+def _encode(union: _Union, k1: int, k2: int, split: _Split) -> _Encoding:
+    neighbours = _nearest_neighbours(union, max(k1 + 1, k2), split)
+    v = _reciprocal_encoding(union, neighbours, k1, split)
+    return _Encoding(_query_expansion(v, neighbours.index, k2, split), neighbours.row_max)
 
 
 def _reciprocal_mask(index: torch.Tensor, k: int) -> torch.Tensor:
@@ -428,22 +545,23 @@ def _reciprocal_mask(index: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
-def _reciprocal_encoding(union: _Union, neighbours: _Neighbours, k1: int) -> _Rows:
-    """V: ``exp(-d[i, j])`` over the expanded k-reciprocal set R*(i), normalised to sum 1 per row."""
+def _reciprocal_encoding(union: _Union, neighbours: _Neighbours, k1: int, split: _Split) -> _Rows:
+    """V: ``exp(-d[i, j])`` over the expanded k-reciprocal set R*(i), normalised to sum 1 per row; under a split,
+    each rank its share of the rows, then every rank all of them."""
     num = union.num
     half = int(np.round(k1 / 2))  # numpy's half-to-even rounding, as the released code
     head, head_ok = neighbours.index[:, : k1 + 1], _reciprocal_mask(neighbours.index, k1)
     half_head, half_ok = neighbours.index[:, : half + 1], _reciprocal_mask(neighbours.index, half)
     half_size = half_ok.sum(dim=1)
     pieces = []
-    for start, stop in _even_chunks(num, head.shape[1] ** 2 * half_head.shape[1]):
+    for start, stop in split.mine(_even_chunks(num, head.shape[1] ** 2 * half_head.shape[1])):
         members = _expanded_sets(head[start:stop], head_ok[start:stop], half_head, half_ok, half_size, num)
         rows, position = (members < num).nonzero(as_tuple=True)
         cols = members[rows, position]
         weight = torch.exp(-_member_distances(union, neighbours, start, rows, cols))
         row_sum = torch.zeros(stop - start, device=union.device).index_add_(0, rows, weight)
         pieces.append((rows + start, cols, weight / row_sum[rows]))
-    rows, cols, values = (torch.cat(part) for part in zip(*pieces))
+    rows, cols, values = _joined(pieces, union.device, split)
     return _rows_from_sorted(rows, cols, values, num, num)
 
 
@@ -480,18 +598,21 @@ def _member_distances(union: _Union, neighbours: _Neighbours, start: int, rows: 
     return distance
 
 
-def _query_expansion(v: _Rows, index: torch.Tensor, k2: int) -> _Rows:
-    """``V_i <- mean of V_r over the first k2 of rank_i``; k2 = 1 keeps V, as the released code."""
+def _query_expansion(v: _Rows, index: torch.Tensor, k2: int, split: _Split) -> _Rows:
+    """``V_i <- mean of V_r over the first k2 of rank_i``; k2 = 1 keeps V, as the released code. Under a split, as
+    :func:`_reciprocal_encoding`."""
     if k2 == 1:
         return v
     heads = index[:, :k2]
     count = heads.shape[1]
     pieces = []
-    for start, stop in _cost_chunks(_EMIT_COST * v.indptr.diff()[heads].sum(dim=1)):
+    cost = _EMIT_COST * v.indptr.diff()[heads].sum(dim=1)
+    chunks = _cost_chunks(cost)
+    for start, stop in split.mine(chunks, _chunk_costs(cost, chunks)):
         owner, position = _segments(v.indptr, heads[start:stop].flatten())
         rows, cols, total = _sum_duplicates(owner // count, v.indices[position], v.values[position], v.num_cols)
         pieces.append((rows + start, cols, total / count))
-    rows, cols, values = (torch.cat(part) for part in zip(*pieces))
+    rows, cols, values = _joined(pieces, v.values.device, split)
     return _rows_from_sorted(rows, cols, values, v.num_rows, v.num_cols)
 
 
@@ -525,7 +646,7 @@ def _shared_mass(v: _Rows, columns: _Rows, start: int, stop: int, buffer: torch.
 
 
 def _mass_buffer(chunks: list[tuple[int, int]], num_cols: int, device: torch.device) -> torch.Tensor:
-    largest = max(stop - start for start, stop in chunks)
+    largest = max((stop - start for start, stop in chunks), default=0)
     return torch.empty(largest * num_cols, device=device)
 
 
@@ -534,16 +655,19 @@ def _jaccard(mass: torch.Tensor) -> torch.Tensor:
     return (1 - mass / (2 - mass)).clamp_(min=0)
 
 
-def _final_rows(v: _Rows, shift: torch.Tensor, jaccard_weight: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _final_rows(v: _Rows, shift: torch.Tensor, jaccard_weight: torch.Tensor, split: _Split
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Compressed rows (indptr, indices, values) of ``D = jaccard_weight * J + (shift_i + shift_j)`` over
-    the diagonal and the pairs with J < 1. J_ii is exactly 0 (m_ii = sum_k V_ik = 1), so D_ii = 2 shift_i."""
+    the diagonal and the pairs with J < 1. J_ii is exactly 0 (m_ii = sum_k V_ik = 1), so D_ii = 2 shift_i.
+    Under a split each rank computes its share of the rows and rank 0 gathers them (None elsewhere)."""
     num = v.num_rows
     columns = _transpose(v)
-    chunks = _cost_chunks(num + _EMIT_COST * _emit_counts(v, columns))
-    buffer = _mass_buffer(chunks, num, v.values.device)
-    counts, indices, values = [], [], []
-    for start, stop in chunks:
+    cost = num + _EMIT_COST * _emit_counts(v, columns)
+    chunks = _cost_chunks(cost)
+    mine = split.mine(chunks, _chunk_costs(cost, chunks))
+    buffer = _mass_buffer(mine, num, v.values.device)
+    pieces = []
+    for start, stop in mine:
         mass = _shared_mass(v, columns, start, stop, buffer)
         stored = mass != 0
         stored.diagonal(start).fill_(True)
@@ -551,9 +675,12 @@ def _final_rows(v: _Rows, shift: torch.Tensor, jaccard_weight: torch.Tensor
         flat = stored.view(-1).nonzero().squeeze(1)
         rows, cols = flat // num + start, flat % num
         jaccard = _jaccard(mass.view(-1)[flat])
-        values.append(jaccard_weight * jaccard + (shift[rows] + shift[cols]))
-        indices.append(cols)
-        counts.append(torch.bincount(rows - start, minlength=stop - start))
+        pieces.append((torch.bincount(rows - start, minlength=stop - start), cols,
+                       jaccard_weight * jaccard + (shift[rows] + shift[cols])))
+    joined = _joined(pieces, v.values.device, split, everywhere=False)
+    if joined is None:
+        return None
+    counts, indices, values = joined
     indptr = torch.zeros(num + 1, dtype=torch.int64, device=v.indices.device)
-    indptr[1:] = torch.cumsum(torch.cat(counts), 0)
-    return indptr, torch.cat(indices), torch.cat(values)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return indptr, indices, values

@@ -1,5 +1,6 @@
 """A run survives a lost worker: torchrun restarts resume from the run's newest checkpoint, on one machine or two
-(two agents on the loopback), and a rank that stops answering ends the run within --dist-timeout.
+(two agents on the loopback), and a rank that stops answering ends the run within --dist-timeout; a rank 0 working
+alone longer than --dist-timeout is no lost worker.
 
 Every run is SSG++ (two iterations of two epochs, the labelled set drawn at iteration 1) on two CPU processes
 (gloo); faults come from ``tests/faulty_worker.py``. The subprocess timeouts are generous: they only prove that
@@ -27,6 +28,7 @@ from reid.utils.serialization import load_checkpoint
 pytestmark = pytest.mark.slow
 
 FAULTY_WORKER = str(REPO / "tests" / "faulty_worker.py")
+SLOW_RANK0 = str(REPO / "tests" / "slow_rank0.py")
 NO_HANG = 600  # seconds; a hung run would otherwise wait torch's 30 minutes
 # Unbuffered: each rank's line reaches the shared pipe in one write; PYTHONPATH: faulty_worker imports reid.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
@@ -38,10 +40,13 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def torchrun(launcher, data_dir, source, logs, fault=None, options=()):
+def torchrun(launcher, data_dir, source, logs, fault=None, options=(), slow=None):
     """The command of one torchrun agent running semitraining.py, with ``fault`` = (what, rank, iteration)
-    injected once (the marker file beside the logs dir remembers it was)."""
+    injected once (the marker file beside the logs dir remembers it was), or with rank 0 working alone ``slow``
+    seconds longer (tests/slow_rank0.py)."""
     entry = [str(REPO / "semitraining.py")]
+    if slow:
+        entry = [SLOW_RANK0, str(slow), entry[0]]
     if fault:
         what, rank, iteration = fault
         entry = [FAULTY_WORKER, what, str(rank), str(iteration), f"{logs}.fault", entry[0]]
@@ -72,9 +77,16 @@ def read_json(path):
 
 @pytest.fixture(scope="module")
 def undisturbed(tiny_pair, source_checkpoint, tmp_path_factory):
+    """The records every disturbed run must end with. Its rank 0 works alone (its first DBSCAN, its first
+    checkpoint) 6.5 s longer than usual, and --dist-timeout is 5 s: the other ranks wait for it, and the runs below,
+    at the default timeout, end with the same records."""
     logs = tmp_path_factory.mktemp("undisturbed")
-    (status,), (output,) = run_agents([torchrun(standalone(), tiny_pair, source_checkpoint, logs)])
+    command = torchrun(standalone(), tiny_pair, source_checkpoint, logs, options=["--dist-timeout", "5"], slow=6.5)
+    (status,), (output,) = run_agents([command])
     assert status == 0, output[-3000:]
+    assert [line for line in output.splitlines() if line.startswith("slow: ")] == [
+        "slow: rank 0 works alone 6.5 s longer in cluster_labels",
+        "slow: rank 0 works alone 6.5 s longer in save_checkpoint"]
     return logs
 
 

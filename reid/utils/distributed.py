@@ -1,4 +1,6 @@
-"""Process-group helpers and the differentiable gather (docs/algorithm.md, "BatchNorm groups and several GPUs").
+"""Process-group helpers: the differentiable gather of training (docs/algorithm.md, "BatchNorm groups and several
+GPUs"), and the plain collectives that split a computation (the k-reciprocal distances of :mod:`reid.rerank`)
+across ranks.
 
 The released SSG code trained under DataParallel, where BatchNorm statistics were computed per GPU and the
 triplet loss of each replica only mined negatives among that replica's images: results depended on the GPU
@@ -11,11 +13,13 @@ single process on the whole batch when every rank sees the whole batch where it 
 - the BatchNorm of the global batch (:func:`reid.models.convert_sync_batchnorm`) combines the ranks'
   statistics with it.
 
-Everything is the identity when no process group of more than one rank is initialised.
+Both are the identity when no process group of more than one rank is initialised. The plain collectives below
+need one (they take CPU tensors under gloo and this rank's GPU's under NCCL, moving blocks as needed).
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,6 +43,74 @@ def world_size(group: dist.ProcessGroup | None = None) -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(group)
     return 1
+
+
+def rank() -> int:
+    """This process's rank in the default process group; 0 when torch.distributed is not initialised."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def collective_device() -> torch.device:
+    """Where the default process group's backend takes tensors: this rank's GPU for NCCL, the CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_uneven(tensor: Tensor) -> list[Tensor]:
+    """Every rank's ``tensor`` in rank order, on the device of this rank's. Lengths along dim 0 may differ between
+    ranks (the other dimensions and the dtype may not): the lengths go first, then tensors padded to the longest."""
+    lengths = _all_lengths(tensor)
+    if max(lengths) == 0:
+        return [tensor[:0] for _ in lengths]
+    padded = _padded(tensor, max(lengths))
+    parts = [torch.empty_like(padded) for _ in lengths]
+    dist.all_gather(parts, padded)
+    return [part[:length].to(tensor.device) for part, length in zip(parts, lengths)]
+
+
+def gather_uneven(tensor: Tensor, dst: int = 0) -> list[Tensor] | None:
+    """:func:`all_gather_uneven` onto rank ``dst`` alone; None on the other ranks, which keep no copy."""
+    lengths = _all_lengths(tensor)
+    if max(lengths) == 0:
+        return [tensor[:0] for _ in lengths] if rank() == dst else None
+    padded = _padded(tensor, max(lengths))
+    parts = [torch.empty_like(padded) for _ in lengths] if rank() == dst else None
+    dist.gather(padded, parts, dst=dst)
+    return None if parts is None else [part[:length].to(tensor.device) for part, length in zip(parts, lengths)]
+
+
+def all_reduce_min(tensor: Tensor) -> Tensor:
+    """The element-wise minimum over the ranks (exact in any order), on the device of ``tensor``."""
+    reduced = tensor.to(collective_device(), copy=True)
+    dist.all_reduce(reduced, op=dist.ReduceOp.MIN)
+    return reduced.to(tensor.device)
+
+
+def broadcast_rows(matrix: Tensor, bounds: Sequence[int], rows_per_block: int) -> None:
+    """Send rank r's rows ``bounds[r]:bounds[r + 1]`` of ``matrix`` to every rank, in place, ``rows_per_block``
+    rows at a time (``matrix`` may live on another device than the backend's: blocks are moved)."""
+    device = collective_device()
+    for owner in range(len(bounds) - 1):
+        for start in range(bounds[owner], bounds[owner + 1], rows_per_block):
+            rows = matrix[start:min(start + rows_per_block, bounds[owner + 1])]
+            block = rows.to(device).contiguous()
+            dist.broadcast(block, src=owner)
+            if block is not rows and rank() != owner:
+                rows.copy_(block)
+
+
+def _all_lengths(tensor: Tensor) -> list[int]:
+    length = torch.tensor([tensor.shape[0]], device=collective_device())
+    lengths = [torch.empty_like(length) for _ in range(world_size())]
+    dist.all_gather(lengths, length)
+    return [int(length) for length in lengths]
+
+
+def _padded(tensor: Tensor, length: int) -> Tensor:
+    padded = torch.zeros((length, *tensor.shape[1:]), dtype=tensor.dtype, device=collective_device())
+    padded[: tensor.shape[0]] = tensor
+    return padded
 
 
 class _GatherBatch(torch.autograd.Function):

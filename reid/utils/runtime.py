@@ -1,11 +1,15 @@
 """Devices, seeding, DataParallel / DistributedDataParallel and the scripts' error handling."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import os
 import random
 import re
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from reid.utils.elastic import join_worker_group
+from reid.utils.elastic import POLL_SECONDS, join_worker_group
 from reid.utils.errors import UserError, first_line
 from reid.utils.logging import print_error, stop_logging
 from reid.utils.logs_dir import release_logs_dir
@@ -31,6 +35,16 @@ TORCH_DISTRIBUTED = (os.path.join("torch", "distributed", ""),
 STORAGE_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # torch's own default is 30 minutes: a lost rank would keep the others waiting that long.
 DEFAULT_DIST_TIMEOUT = 300
+# Keys of the process group's store by which the other ranks wait for rank 0 (see Runtime._meet_rank0).
+PULSE_KEY = "ssg/rank0/pulse"
+ENDED_KEY = "ssg/rank0/ended"
+ARRIVED_KEY = "ssg/rank0/arrived/"
+# Rank 0 beats this often: a tenth of --dist-timeout when that is shorter. A waiting rank looks every POLL_SECONDS
+# at most (each wait costs the group up to that much after rank 0 arrives).
+PULSE_SECONDS = 1.0
+# Numbers the waits for rank 0 of this process: every rank waits as often, in the same order, whatever Runtime
+# object (the run's, an evaluator's) it waits through.
+_MEETINGS = itertools.count(1)
 
 
 @dataclass
@@ -45,6 +59,7 @@ class Runtime:
     gpu_ids: list[int] = field(default_factory=list)
     run_id: str = ""
     restart: int = 0
+    dist_timeout: float = DEFAULT_DIST_TIMEOUT
 
     @property
     def is_main(self) -> bool:
@@ -55,24 +70,87 @@ class Runtime:
         return self.world_size > 1
 
     def barrier(self) -> None:
+        """Every rank waits for the others here, for rank 0 as long as it works alone (writing a checkpoint)."""
         if self.distributed:
+            self._meet_rank0()
             dist.barrier()
 
     def share(self, make: Callable[[], T]) -> T:
         """``make()`` computed on rank 0 and sent to every rank, so that decisions taken from files (which
-        another machine may not see, or see changed) or from one rank's work are the same on all ranks."""
+        another machine may not see, or see changed) or from one rank's work are the same on all ranks. The
+        other ranks wait for it however long it takes (:meth:`_meet_rank0`)."""
+        if not self.distributed:
+            return make()
         value = [make() if self.is_main else None]
-        if self.distributed:
-            dist.broadcast_object_list(value, src=0)
+        self._meet_rank0()
+        dist.broadcast_object_list(value, src=0)
         return value[0]
 
     def gather(self, value: Any) -> list[Any]:
-        """Every rank's ``value`` in rank order on rank 0 (an empty list elsewhere)."""
+        """Every rank's ``value`` in rank order on rank 0 (an empty list elsewhere), once rank 0 comes."""
         if not self.distributed:
             return [value]
+        self._meet_rank0()
         values = [None] * self.world_size if self.is_main else None
         dist.gather_object(value, values, dst=0)
         return values or []
+
+    def _meet_rank0(self) -> None:
+        """Before a collective that may follow work of rank 0 alone: rank 0 marks in the store that it came,
+        the other ranks wait for the mark. A collective would give up after ``dist_timeout`` seconds of rank 0's
+        work; this wait lasts as long as rank 0's heartbeat (:func:`start_heartbeat`) goes on, and ends with an
+        error once it has stood still for ``dist_timeout`` seconds (rank 0 died or lost its machine) or rank 0
+        ended its run. Every rank must call it as often, in the same order (as any collective)."""
+        store = dist.distributed_c10d._get_default_store()
+        arrived = f"{ARRIVED_KEY}{next(_MEETINGS)}"
+        if self.is_main:
+            store.set(arrived, "")
+            return
+        pause, beats, beaten_at = 0.001, -1, time.monotonic()
+        while True:
+            ended = store.check([ENDED_KEY])  # read first: rank 0 marks its arrival before it ends
+            if store.check([arrived]):
+                return
+            if ended:
+                raise dist.DistError("rank 0 ended its run")
+            now, beat = time.monotonic(), store.add(PULSE_KEY, 0)
+            if beat != beats:
+                beats, beaten_at = beat, now
+            elif now - beaten_at > self.dist_timeout:
+                raise dist.DistError(f"rank 0 gave no sign of life for {self.dist_timeout:g} s")
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
+
+
+def start_heartbeat(dist_timeout: float) -> None:
+    """On rank 0 of an initialised process group: raise a counter in the group's store from a thread of its own,
+    every :data:`PULSE_SECONDS` (or a tenth of ``dist_timeout``), for as long as the process lives; the other
+    ranks read it while they wait for rank 0 (:meth:`Runtime._meet_rank0`). The thread has a store client of its
+    own: a store operation waiting on the main thread holds the shared one."""
+    store = dist.distributed_c10d._get_default_store().clone()
+    seconds = _pulse_seconds(dist_timeout)
+
+    def beat() -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                store.add(PULSE_KEY, 1)
+            except (dist.DistError, RuntimeError):
+                return  # the store went with the process group; the waiting ranks' own reads fail as well
+
+    threading.Thread(target=beat, name="rank0-heartbeat", daemon=True).start()
+
+
+def _pulse_seconds(dist_timeout: float) -> float:
+    return min(PULSE_SECONDS, dist_timeout / 10)
+
+
+def _end_rank0() -> None:
+    """Rank 0 leaves its run (finished, stopped or failed): the ranks waiting for it stop waiting."""
+    if dist.get_rank() == 0 and dist.get_world_size() > 1:
+        # a store gone already: the waiting ranks find that out themselves
+        with contextlib.suppress(dist.DistError, RuntimeError):
+            dist.distributed_c10d._get_default_store().set(ENDED_KEY, "")
 
 
 def launched_world_size() -> int:
@@ -109,8 +187,9 @@ def init_runtime(gpu_devices: str | None, dist_timeout: float = DEFAULT_DIST_TIM
     DataParallel over ``gpu_devices`` (default: every visible GPU).
 
     Under DDP every collective, and the set-up itself, fails after ``dist_timeout`` seconds instead of waiting
-    for a rank that died or hangs; a group that torchrun restarted sets up in a namespace of torchrun's store
-    of its own (:func:`reid.utils.elastic.join_worker_group`)."""
+    for a rank that died or hangs, except where the ranks wait for rank 0's work alone (:meth:`Runtime.share`,
+    ``barrier``, ``gather``): there they wait while rank 0's heartbeat goes on. A group that torchrun restarted
+    sets up in a namespace of torchrun's store of its own (:func:`reid.utils.elastic.join_worker_group`)."""
     if gpu_devices and gpu_devices != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices
     use_cuda = gpu_devices != "cpu" and torch.cuda.is_available()
@@ -124,9 +203,11 @@ def init_runtime(gpu_devices: str | None, dist_timeout: float = DEFAULT_DIST_TIM
         group = join_worker_group(rank, world_size, timeout)
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout, rank=rank, world_size=world_size,
                                 store=group.store if group else None)
+        if rank == 0:
+            start_heartbeat(dist_timeout)
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         return Runtime(device, rank=rank, world_size=world_size, run_id=group.run_id if group else "",
-                       restart=group.restart if group else 0)
+                       restart=group.restart if group else 0, dist_timeout=dist_timeout)
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         return Runtime(torch.device("cuda", 0), gpu_ids=list(range(torch.cuda.device_count())))
@@ -177,6 +258,7 @@ def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = 
         stop_logging()
         release_logs_dir()
         if dist.is_available() and dist.is_initialized():
+            _end_rank0()
             dist.destroy_process_group()
     return 0
 
