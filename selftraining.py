@@ -16,8 +16,9 @@ import torch
 
 from reid.adaptation import AdaptationRun
 from reid.arguments import adaptation_parser
-from reid.cluster import Grouping, cluster_labels, compute_eps
+from reid.cluster import cluster_labels, compute_eps
 from reid.feature_extraction import type_features
+from reid.grouping import Grouping
 from reid.rerank import re_ranking
 from reid.trainers import SSGTrainer
 from reid.utils.distributed import print_digest
@@ -39,7 +40,7 @@ def self_similarity_grouping(run: AdaptationRun) -> tuple[Grouping, torch.Tensor
                                 sparse=True, distributed=run.runtime.distributed)
                      for source_t, target_t in zip(source_types, target_types)]
         if run.eps is None:  # frozen at the first iteration
-            run.eps = run.runtime.share(lambda: [compute_eps(distance, args.rho) for distance in distances])
+            run.eps = run.runtime.share(lambda: [compute_eps(distance, run.rho) for distance in distances])
         labels = run.runtime.share(lambda: np.stack(
             [cluster_labels(distance, eps, args.min_samples) for distance, eps in zip(distances, run.eps)], axis=1))
     print_digest(run.runtime, "pseudo-labels", labels)

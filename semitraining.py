@@ -4,7 +4,9 @@ Iterations before ``--label-iteration`` are plain SSG. Then one target image per
 (``--sample cluster``; ``random`` draws as many images uniformly), saved under the logs dir, and every
 iteration propagates those labels to the most confident unlabelled images (1/``--iteration`` of them more
 each iteration, all of them at the last); a labelled batch (4 images per identity whatever --num-instances
-is, each a random crop of the raw image) joins each cluster batch in the loss (docs/algorithm.md, "SSG++").
+is, each a random crop of the raw image) joins each cluster batch in the loss (docs/algorithm.md, "SSG++"). On
+one's own crops (``--tgt_dataset folder:PATH``) a person labels the drawn images: the run writes them as numbered
+sheets and a CSV to fill, stops (exit status 3), and goes on with ``--labels`` (docs/own-data.md).
 
     python semitraining.py --src_dataset dukemtmc --tgt_dataset market1501 --resume logs/dukemtmc \\
         --iteration 30 --data_dir data --logs_dir logs/duke2market_semi --gpu-devices 0,1 --num-split 2 \\
@@ -14,19 +16,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from reid.adaptation import AdaptationRun
+from reid.annotation import TEMPLATE, CsvLabeller
 from reid.arguments import adaptation_parser, add
-from reid.cluster import Grouping
 from reid.experiment import check_batch
+from reid.grouping import Grouping
 from reid.paper import ADAPTATION
 from reid.propagation import SAMPLE_METHODS, SemiSupervision
 from reid.trainers import LABELLED_INSTANCES, JointBatches, SemiTrainer, SSGTrainer
 from reid.utils.distributed import print_digest
+from reid.utils.errors import UserError
 from reid.utils.runtime import launched_world_size, run_main
 from selftraining import self_similarity_grouping
 
@@ -38,11 +44,32 @@ def learning_rate(base_lr: float, epoch: int, epochs: int) -> float:
     return base_lr if epoch < round(epochs * 55 / 70) else base_lr * 0.1
 
 
-def semi_supervision(run: AdaptationRun) -> SemiSupervision:
-    """The labelled set and propagation of this run, stored as ``labelled_set.json`` in its logs dir."""
-    args = run.args
-    return SemiSupervision(os.path.join(args.logs_dir, "labelled_set.json"), run.target.trainval, args.sample,
-                           args.label_iteration, args.iteration, args.label_seed, share=run.runtime.share)
+def semi_supervision(run: AdaptationRun, argv: list[str] | None = None) -> SemiSupervision:
+    """The labelled set and propagation of this run, stored as ``labelled_set.json`` in its logs dir. On a
+    labelled target the drawn images take their true identities, as released; on one's own crops a person gives
+    them: the run writes the images to label under ``annotation/`` and stops, and continues with ``--labels``
+    (the command it prints is the run's own, ``argv``, with the options to go on)."""
+    args, target = run.args, run.target
+    labeller = None
+    if not target.has_labels:
+        folder = os.path.join(args.logs_dir, "annotation")
+        labeller = CsvLabeller(folder, target.trainval, args.labels, root=target.images_dir,
+                               rerun=continue_command(args, argv, os.path.join(folder, TEMPLATE)))
+    elif args.labels:
+        raise UserError(f"--labels {args.labels}: {args.tgt_dataset} carries its identities, which label the drawn "
+                        "images; --labels is for a folder: or list: target")
+    return SemiSupervision(os.path.join(args.logs_dir, "labelled_set.json"), target.trainval, args.sample,
+                           args.label_iteration, args.iteration, args.label_seed, share=run.runtime.share,
+                           labeller=labeller)
+
+
+def continue_command(args: argparse.Namespace, argv: list[str] | None, labels: str) -> str:
+    """How to go on once ``labels`` is filled: the run's command (``argv``, default the command line) with
+    ``--labels`` and, when the iterations before the draw were saved, ``--resume-from``."""
+    command = ["python", "semitraining.py", *(sys.argv[1:] if argv is None else argv), "--labels", labels]
+    if args.label_iteration > 0:
+        command += ["--resume-from", args.logs_dir]
+    return f"run {shlex.join(command)}"
 
 
 def train(run: AdaptationRun, supervision: SemiSupervision,
@@ -81,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     run = AdaptationRun(args)  # checks, logs, datasets, source model, before-adaptation evaluation
     if args.evaluate:
         return
-    train(run, semi_supervision(run))
+    train(run, semi_supervision(run, argv))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,6 +118,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="iteration at which the labelled set is drawn")
     add(parser, "--label-seed", type=int, default=None,
         help="seed of the labelled set's draw (default: --seed - 1, the release's 0 at its default seed 1)")
+    add(parser, "--labels", type=str, default=None, metavar="CSV",
+        help="the labels a person gave the drawn images of a folder: or list: target (the filled "
+             "annotation/labels_template.csv); without it such a run writes the images to label and stops")
     args = parser.parse_args(argv)
     if args.label_seed is None:
         args.label_seed = args.seed - 1

@@ -38,7 +38,7 @@ import semitraining
 import source_train
 from benchmarks.profile import option_value, read_profile
 from reid.adaptation import AdaptationRun
-from reid.cluster import Grouping
+from reid.grouping import Grouping
 from reid.paper import ADAPTATION
 from reid.propagation import LabelledSelection, SemiSupervision
 from reid.utils.errors import UserError

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from reid import models
-from reid.cluster import Grouping, check_enough_clusters
+from reid.cluster import resolve_rho
 from reid.evaluators import Evaluator
 from reid.experiment import (
     WEIGHT_KEYS,
@@ -29,6 +29,7 @@ from reid.experiment import (
     wrap_model,
 )
 from reid.feature_extraction import extract_features
+from reid.grouping import Grouping, check_enough_clusters, grouping_warnings
 from reid.utils.data.loaders import identity_loader
 from reid.utils.data.preprocessor import Item
 from reid.utils.data.transforms import Crop, train_transform
@@ -37,6 +38,7 @@ from reid.utils.plots import plot_metrics
 from reid.utils.records import CHECKPOINT
 from reid.utils.runtime import launched_world_size, unwrap
 from reid.utils.serialization import load_checkpoint, load_model_weights
+from reid.utils.sheets import write_cluster_sheet
 
 
 def check_args(args: argparse.Namespace) -> dict:
@@ -72,7 +74,14 @@ class AdaptationRun(Run):
         checkpoint = check_args(args)
         super().__init__(args)
         self.source = open_dataset(args.src_dataset, args)
-        self.target = open_dataset(args.tgt_dataset, args)
+        self.target = open_dataset(args.tgt_dataset, args, test_dir=args.test_dir)
+        self.evaluable = bool(self.target.query and self.target.gallery)
+        if args.evaluate and not self.evaluable:
+            raise UserError(f"--evaluate: {args.tgt_dataset} has nothing labelled to evaluate on; name a labelled "
+                            "test set with --test-dir")
+        self.rho, why = resolve_rho(args.rho, args.images_per_identity, len(self.target.trainval))
+        if self.runtime.is_main:
+            print(why)
         if args.check_images:
             check_images(self.used_images(), self.runtime, args.workers)
         continued = self.continue_from(checkpoint if args.resume_from else None, unit="iteration")
@@ -95,11 +104,14 @@ class AdaptationRun(Run):
         self.evaluator = Evaluator(self.model, self.runtime, args.height, args.width, workers=args.workers,
                                    amp=args.amp, rerank=args.rerank)
         self.record("before")
-        if "before" not in self.metrics:
+        if not self.evaluable:
+            print(f"nothing labelled to evaluate on: {args.tgt_dataset} has no query/gallery (--test-dir names one); "
+                  "each iteration records the grouping's figures")
+        elif "before" not in self.metrics:
             print("before adaptation:")
             before = self._evaluate(last=args.evaluate)
             self.finish("before", before)
-        if self.best_top1 is None:
+        if self.best_top1 is None and self.evaluable:
             # As the released code: model_best is an iteration that beats the source model's target top-1.
             self.best_top1 = self.metrics["before"]["top1"]
 
@@ -127,16 +139,40 @@ class AdaptationRun(Run):
                                     workers=self.args.workers, desc=desc, on_device=True, amp=self.args.amp)
 
     def describe(self, iteration: int, grouping: Grouping) -> dict:
-        """The grouping's figures for the iteration's record, printed; UserError when it left too few clusters
-        for a batch."""
-        names = models.feature_type_names(self.args.num_split)
-        summary = grouping.summary(names, np.array([pid for _, pid, _ in self.target.trainval]))
+        """The grouping's figures for the iteration's record (with its warnings when it degenerates, and, on a
+        labelled target, the global clusters measured against the true identities), printed, and a contact sheet
+        of its clusters in ``clusters/iteration_<k>.png``; UserError when it left too few clusters for a batch."""
+        args, target = self.args, self.target
+        names = models.feature_type_names(args.num_split)
+        true_ids = np.array([pid for _, pid, _ in target.trainval]) if target.has_labels else None
+        summary = grouping.summary(names, true_ids)
         clusters = ", ".join(f"{name} {summary[f'clusters_{name}']}" for name in names)
-        print(f"iteration {iteration}: clusters {clusters}; {summary['images_kept']} of {len(grouping.labels)} "
-              f"images kept; global clusters against the true identities: pair precision "
-              f"{summary['pair_precision']:.1f}%, recall {summary['pair_recall']:.1f}%")
-        check_enough_clusters(grouping, self.args.batch_size, self.args.num_instances, iteration)
+        line = (f"iteration {iteration}: clusters {clusters}; {summary['images_kept']} of {summary['images_total']} "
+                f"images kept ({summary['kept_percent']:.1f}%)")
+        if true_ids is not None:
+            line += (f"; global clusters against the true identities: pair precision "
+                     f"{summary['pair_precision']:.1f}%, recall {summary['pair_recall']:.1f}%")
+        print(line)
+        warnings = grouping_warnings(summary, names, self.images_per_identity(), args.images_per_identity is not None)
+        for warning in warnings:
+            print(warning)
+        if warnings:
+            summary["grouping_warnings"] = warnings
+        if self.runtime.is_main:
+            write_cluster_sheet(os.path.join(args.logs_dir, "clusters", f"iteration_{iteration}.png"),
+                                [fname for fname, _, _ in target.trainval], grouping.labels[:, 0],
+                                f"{args.tgt_dataset}, iteration {iteration}: global clusters", true_ids=true_ids,
+                                seed=args.seed)
+        check_enough_clusters(grouping, args.batch_size, args.num_instances, iteration)
         return summary
+
+    def images_per_identity(self) -> float | None:
+        """How many images of each person the target holds: ``--images-per-identity``, else a labelled target's
+        own figure, else unknown (None)."""
+        if self.args.images_per_identity is not None:
+            return self.args.images_per_identity
+        target = self.target
+        return len(target.trainval) / target.num_trainval_ids if target.has_labels else None
 
     def loader(self, indices: np.ndarray, labels: np.ndarray, iteration: int, crop: Crop = "none",
                num_instances: int | None = None):
@@ -148,8 +184,10 @@ class AdaptationRun(Run):
                                num_instances or args.num_instances, args.workers, args.seed + iteration, labels)
 
     def evaluate(self, iteration: int) -> dict:
-        """Target mAP and CMC after ``iteration``; the last one also saves features and draws ranked lists when
-        asked."""
+        """Target mAP and CMC after ``iteration`` (nothing on a target without a labelled test set); the last one
+        also saves features and draws ranked lists when asked."""
+        if not self.evaluable:
+            return {}
         print(f"iteration {iteration} on the target:")
         return self._evaluate(last=iteration + 1 == self.args.iteration)
 
@@ -162,12 +200,14 @@ class AdaptationRun(Run):
             return self.evaluator.evaluate(self.target.query, self.target.gallery, **extras)
 
     def finish_iteration(self, iteration: int, record: dict) -> None:
-        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1.
+        """Write the iteration's metrics, plots and checkpoint; model_best follows the target top-1 (a target
+        without a labelled test set selects none: its newest checkpoint is the model).
 
         The record is written before the checkpoint, so that a run stopped in between redoes the iteration
         rather than losing its record, and again after it, with the checkpoint's seconds."""
-        is_best = record["top1"] > self.best_top1
-        self.best_top1 = max(self.best_top1, record["top1"])
+        is_best = self.evaluable and record["top1"] > self.best_top1
+        if is_best:
+            self.best_top1 = record["top1"]
         key = f"iteration_{iteration}"
         self.metrics[key] = {**record, "cost": self.cost.summary()}
         if self.runtime.is_main:
@@ -176,7 +216,7 @@ class AdaptationRun(Run):
         self.save({"state_dict": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                    "epoch": iteration + 1, "best_top1": self.best_top1, "eps": self.eps}, is_best)
         self.finish(key, record)
-        if self.runtime.is_main:
+        if self.runtime.is_main and self.evaluable:
             print(f"iteration {iteration}: top-1 {record['top1']:.1f}%  best {self.best_top1:.1f}%"
                   + ("  (new best)" if is_best else ""))
         self.runtime.barrier()

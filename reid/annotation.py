@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from reid.utils.data.preprocessor import Item
-from reid.utils.errors import UserError
+from reid.utils.errors import Pause, UserError
 from reid.utils.osutils import write_atomically
 from reid.utils.sheets import PER_PAGE, draw_numbered_sheet
 
@@ -30,7 +30,7 @@ SHEET = "sheet_{page:03d}.png"
 COLUMNS = ("index", "file", "person_id")
 
 
-class AnnotationNeeded(Exception):
+class AnnotationNeeded(Pause):
     """Stops an SSG++ run once the images a person has to label are written; the message says where they are
     and how to go on. Not a failure: the run continues from its checkpoint with the filled CSV."""
 

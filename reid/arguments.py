@@ -10,6 +10,7 @@ import argparse
 import os
 
 from reid import datasets, models
+from reid.cluster import AUTO_RHO, rho_arg
 from reid.paper import ADAPTATION, GROUPING, PAPER_MODEL, SOURCE, Schedule
 from reid.utils.data.loaders import default_workers
 from reid.utils.runtime import DEFAULT_DIST_TIMEOUT
@@ -68,7 +69,12 @@ def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_siz
     choices = datasets.names()
     if cross_domain:
         add(group, "--src-dataset", type=str, default="synth_a", choices=choices, help="labelled source domain")
-        add(group, "--tgt-dataset", type=str, default="synth_b", choices=choices, help="unlabelled target domain")
+        add(group, "--tgt-dataset", type=datasets.dataset_arg, default="synth_b", metavar="TARGET",
+            help="unlabelled target domain: a dataset name, or your own crops, folder:PATH (a folder searched "
+                 "recursively for images) or list:FILE (a text file of image paths) (docs/own-data.md)")
+        add(group, "--test-dir", type=str, default=None, metavar="FOLDER",
+            help="a labelled test set in the Market-1501 layout (query/, bounding_box_test/) to evaluate a "
+                 "folder: or list: target on; without it such a run records the grouping's figures only")
     else:
         add(group, "--dataset", "-d", type=str, default="synth_a", choices=choices)
     add(group, "--data-dir", type=str, default=os.path.join(REPO_DIR, "data"),
@@ -157,7 +163,13 @@ def add_grouping_args(parser: argparse.ArgumentParser) -> None:
     add(group, "--iteration", type=int, default=ADAPTATION.iterations, help="grouping + training rounds")
     add(group, "--lambda-value", type=float, default=GROUPING["lambda_value"],
         help="weight of the source term in the distance")
-    add(group, "--rho", type=float, default=GROUPING["rho"], help="fraction of closest pairs that sets DBSCAN's eps")
+    add(group, "--rho", type=rho_arg, default=None,
+        help=f"share of the closest pairs that sets DBSCAN's eps, or {AUTO_RHO} (from --images-per-identity, the "
+             f"paper's rule); default: the released {GROUPING['rho']:g}, or the rule's when "
+             "--images-per-identity is given")
+    add(group, "--images-per-identity", type=positive_float, default=None, metavar="E",
+        help="how many images of each person the target holds on average: sets rho by the paper's rule, "
+             "1.28 x (E - 1) / (N - 1) for N target images (Market-1501: 17.2)")
     add(group, "--k1", type=int, default=GROUPING["k1"])
     add(group, "--k2", type=int, default=GROUPING["k2"])
     add(group, "--min-samples", type=int, default=GROUPING["min_samples"], help="DBSCAN min_samples")

@@ -1,26 +1,26 @@
-"""Grouping step of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019; docs/algorithm.md, steps 3-5).
+"""Grouping step of SSG (Fu et al., "Self-similarity Grouping", ICCV 2019; docs/algorithm.md, grouping steps 3-5).
 
 From the k-reciprocal distance of each feature type (``reid.rerank.re_ranking``, dense or sparse): DBSCAN's
-eps, frozen at the first iteration; DBSCAN labels; and the pseudo-labelled set, the images that no feature
-type calls an outlier (:class:`Grouping`). Both forms of the distance give the same eps and labels: where the smallest
-distances reach pairs the sparse form omits, their values are rebuilt exactly from its diagonal. Only label
-arrays leave this module: fitted DBSCAN objects hold a copy of the distance rows of every core sample
-(gigabytes on a dense matrix) and are never kept.
+eps, frozen at the first iteration, and rho by the paper's rule; DBSCAN labels; and the pseudo-labelled set, the
+images that no feature type calls an outlier (:class:`reid.grouping.Grouping` holds an iteration's grouping).
+Both forms of the distance give the same eps and labels: where the smallest distances reach pairs the sparse
+form omits, their values are rebuilt exactly from its diagonal. Only label arrays leave this module: fitted
+DBSCAN objects hold a copy of the distance rows of every core sample (gigabytes on a dense matrix) and are never
+kept.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
 import scipy.sparse
 from sklearn.cluster import DBSCAN
 
+from reid.paper import GROUPING
 from reid.utils.errors import UserError
 
 Distance = Union[np.ndarray, scipy.sparse.spmatrix]
@@ -29,7 +29,7 @@ Distance = Union[np.ndarray, scipy.sparse.spmatrix]
 _SCAN_ELEMENTS = 1 << 24
 
 # The released rho and the target it was set on: Market-1501's training set, 12,936 images of 751 people.
-RELEASED_RHO = 1.6e-3
+RELEASED_RHO = GROUPING["rho"]
 MARKET_IMAGES, MARKET_IDENTITIES = 12_936, 751
 # rho as a multiple of the target's share of same-identity image pairs. N images of people seen E times each
 # hold N (E - 1) / 2 such pairs among N (N - 1) / 2, a share of (E - 1) / (N - 1): 0.125% on Market-1501, and
@@ -37,7 +37,7 @@ MARKET_IMAGES, MARKET_IDENTITIES = 12_936, 751
 RHO_MULTIPLE = 1.28
 
 
-def compute_eps(distance: Distance, rho: float = 1.6e-3) -> float:
+def compute_eps(distance: Distance, rho: float = RELEASED_RHO) -> float:
     """DBSCAN's eps: the mean of the smallest ``round(rho * count)`` pairwise distances (step 3).
 
     The distances are the strictly-upper-triangular non-zero entries of D, ``count`` of them; the rounding
@@ -421,42 +421,3 @@ def pair_scores(labels: np.ndarray, true_ids: np.ndarray) -> tuple[float, float]
 
 def _pairs(sizes: np.ndarray) -> int:
     return int((sizes.astype(np.int64) * (sizes - 1) // 2).sum())
-
-
-@dataclass
-class Grouping:
-    """One iteration's grouping of the target: the DBSCAN labels of every target training image, one column per
-    feature type (N, S+1), -1 = outlier, and the eps of each type."""
-
-    labels: np.ndarray
-    eps: list[float]
-
-    @functools.cached_property
-    def kept(self) -> np.ndarray:
-        """Indices of the images no feature type calls an outlier (step 5)."""
-        return pseudo_labels(list(self.labels.T))[0]
-
-    def summary(self, names: Sequence[str], true_ids: np.ndarray | None = None) -> dict:
-        """The grouping's figures for the iteration's record: eps and clusters per feature type, the images kept
-        and, with the images' true identities, the global clusters' pair precision and recall against them (a
-        diagnostic: the algorithm never sees them)."""
-        record = {f"eps_{n}": float(e) for n, e in zip(names, self.eps)}
-        record.update({f"clusters_{n}": count_clusters(self.labels[:, t]) for t, n in enumerate(names)})
-        record["images_kept"] = int(len(self.kept))
-        if true_ids is not None:
-            record["pair_precision"], record["pair_recall"] = pair_scores(self.labels[:, 0], true_ids)
-        return record
-
-
-def check_enough_clusters(grouping: Grouping, batch_size: int, num_instances: int, iteration: int) -> None:
-    """A batch needs ``batch_size / num_instances`` distinct global clusters among the kept images; UserError
-    otherwise. The advice follows the cause: few clusters holding most images were merged (eps too large), few
-    images kept were left out as outliers (eps too small)."""
-    needed = batch_size // num_instances
-    found = len(np.unique(grouping.labels[grouping.kept, 0]))
-    if found < needed:
-        kept, total = len(grouping.kept), len(grouping.labels)
-        rho = "a smaller --rho" if kept * 2 >= total else "a larger --rho"
-        raise UserError(f"iteration {iteration}: grouping kept {found} usable clusters ({kept} of {total} "
-                        f"images), a batch of {batch_size} needs {needed}; stopped, the last checkpoint is kept "
-                        f"(try {rho}, a smaller --batch-size or a better source model)")

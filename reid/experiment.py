@@ -128,9 +128,12 @@ def _quiet_event_writer_faults(args: threading.ExceptHookArgs) -> None:
         _print_thread_exception(args)
 
 
-def open_dataset(name: str, args: argparse.Namespace) -> ReIDDataset:
-    """The dataset ``name`` under ``--data-dir``, with the options the command line gives it."""
+def open_dataset(name: str, args: argparse.Namespace, test_dir: str | None = None) -> ReIDDataset:
+    """The dataset ``name`` under ``--data-dir`` (or the crops a ``folder:``/``list:`` spec names, with the labelled
+    test set ``test_dir``), with the options the command line gives it."""
     options = {"msmt17": {"combine_val": args.msmt_list_val}, "cuhk03": {"labeled": args.cuhk03_labeled}}
+    if test_dir is not None:
+        options[name] = {"test_dir": test_dir}
     return datasets.create(name, os.path.join(args.data_dir, name), **options.get(name, {}))
 
 

@@ -18,18 +18,20 @@ iterations or epochs than the paper's 30 x 70 for adaptation, 150 for the source
 projected with the run's own data, model and machine, labelled as a projection.
 
 It also draws ``LOGS_DIR/report.png``: the target mAP per iteration of SSG and SSG++ against the
-before-adaptation line, with the published figures marked for a published pair.
+before-adaptation line, with the published figures marked for a published pair; and ``LOGS_DIR/grouping.png``:
+the clusters per feature type and the share of images kept per iteration, which a target without labels is
+judged by (its stages print a grouping table instead of accuracy).
 """
 from __future__ import annotations
 
 import os
 
 from reid.arguments import ArgumentParser
-from reid.cost.tables import cost_section
+from reid.cost.tables import cost_section, is_adaptation
 from reid.evaluators import RERANK_SUFFIX
 from reid.paper import PUBLISHED, PUBLISHED_SOURCE
 from reid.utils.errors import UserError
-from reid.utils.plots import StageCurve, iteration_entries, plot_report
+from reid.utils.plots import StageCurve, feature_types, iteration_entries, kept_percent, plot_grouping, plot_report
 from reid.utils.records import ARGS, METRICS, read_json
 from reid.utils.runtime import run_main
 
@@ -47,7 +49,7 @@ def best_iteration(metrics: dict) -> tuple[int | None, dict | None]:
     best_top1 = metrics.get("before", {}).get("top1", float("-inf"))
     best: tuple[int | None, dict | None] = (None, None)
     for iteration, entry in iteration_entries(metrics):
-        if entry["top1"] > best_top1:
+        if entry.get("top1", float("-inf")) > best_top1:
             best_top1, best = entry["top1"], (iteration, entry)
     return best
 
@@ -139,10 +141,25 @@ def stage_name(args: dict) -> str:
     return "SSG++" if "label_iteration" in args else "SSG"
 
 
+def format_grouping_table(metrics: dict) -> str:
+    """Per iteration, what the grouping made of the target: clusters per feature type, the share of images kept
+    and the median size of a global cluster (the figures a target without labels is judged by)."""
+    entries = iteration_entries(metrics)
+    names = feature_types(entries)
+    lines = ["grouping: clusters per feature type, images kept for training, median global cluster size",
+             f"{'iteration':>9}" + "".join(f"{name:>10}" for name in names) + f"{'kept %':>10}{'median':>10}"]
+    for iteration, entry in entries:
+        median = (entry.get(f"cluster_sizes_{names[0]}") or {}).get("median") if names else None
+        share = kept_percent(entry)
+        lines.append(f"{iteration:>9}" + "".join(f"{entry.get(f'clusters_{name}', '-'):>10}" for name in names)
+                     + f"{'-' if share is None else f'{share:.1f}':>10}{'-' if median is None else f'{median:g}':>10}")
+    return "\n".join(lines)
+
+
 def report_stage(stage_dir: str) -> str:
-    """The table of one stage, read from its metrics.json and args.json."""
+    """The tables of one stage, read from its metrics.json and args.json."""
     metrics, args = read_stage(stage_dir)
-    if "before" not in metrics:
+    if not is_adaptation(metrics, args):
         title = f"source model: {args.get('dataset', '?')}, epoch selected on "
         title += "the last epoch (--combine-trainval)" if args.get("combine_trainval") else "validation top-1"
         rows = source_rows(metrics, args.get("dataset", "?"))
@@ -154,21 +171,32 @@ def report_stage(stage_dir: str) -> str:
         rows += published_rows(stage, source, target, rows)
         seed = f", seed {args['seed']}" if "seed" in args else ""
         table = format_table(f"{stage}: {source} -> {target}{seed}   ({stage_dir})", rows)
+        if "before" not in metrics and not any("mAP" in entry for _, entry in iteration_entries(metrics)):
+            table += "\n(nothing labelled to evaluate on: the target had no query/gallery)"
+        table += "\n" + format_grouping_table(metrics)
     return f"{table}\n{cost_section(metrics, args)}"
 
 
-def report_figure(stage_dirs: list[str], fpath: str) -> str | None:
-    """Draw ``report.png`` of the adaptation stages among ``stage_dirs``; None when there is none."""
+def report_figures(stage_dirs: list[str], logs_dir: str) -> list[str]:
+    """Draw, for the adaptation stages among ``stage_dirs``, ``report.png`` (target mAP per iteration, when a
+    stage was evaluated) and ``grouping.png`` (clusters and images kept per iteration) in ``logs_dir``; the
+    paths written."""
     curves, pair = [], ("?", "?")
     for stage_dir in stage_dirs:
         metrics, args = read_stage(stage_dir)
-        if "before" in metrics:
+        if is_adaptation(metrics, args):
             name, pair = stage_name(args), (args.get("src_dataset", "?"), args.get("tgt_dataset", "?"))
             curves.append(StageCurve(name, metrics, PUBLISHED.get((name, *pair), {}).get("mAP"),
                                      args.get("label_iteration")))
-    if not curves:
-        return None
-    return plot_report(curves, f"{pair[0]} -> {pair[1]}: target mAP per iteration", fpath)
+    figures = []
+    if any("before" in curve.metrics or any("mAP" in entry for _, entry in iteration_entries(curve.metrics))
+           for curve in curves):
+        figures.append(plot_report(curves, f"{pair[0]} -> {pair[1]}: target mAP per iteration",
+                                   os.path.join(logs_dir, "report.png")))
+    if curves:
+        figures.append(plot_grouping(curves, f"{pair[0]} -> {pair[1]}: grouping per iteration",
+                                     os.path.join(logs_dir, "grouping.png")))
+    return [figure for figure in figures if figure]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,8 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     stages = stage_dirs(args.logs_dir)
     print("\n\n".join(report_stage(stage_dir) for stage_dir in stages))
-    figure = report_figure(stages, os.path.join(args.logs_dir, "report.png"))
-    if figure:
+    for figure in report_figures(stages, args.logs_dir):
         print(f"figure: {figure}")
 
 

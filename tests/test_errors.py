@@ -15,7 +15,7 @@ import selftraining
 import semitraining
 import source_train
 from reid import models
-from reid.cluster import Grouping, check_enough_clusters
+from reid.grouping import Grouping, check_enough_clusters
 from reid.trainers import BaseTrainer, SSGTrainer
 from reid.utils.errors import UserError
 from reid.utils.logs_dir import claim_logs_dir, release_logs_dir

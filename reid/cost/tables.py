@@ -149,12 +149,17 @@ def source_projection(metrics: dict) -> list[str]:
             + (f"mean of the {len(validated)} validated epochs" if validated else "none in this run, not counted")]
 
 
+def is_adaptation(metrics: dict, args: dict) -> bool:
+    """Whether a stage's records are an adaptation run's (its args name a target; older runs: a before row)."""
+    return "tgt_dataset" in args or "before" in metrics
+
+
 def cost_section(metrics: dict, args: dict) -> str:
     """The cost table of a stage (its iterations or epochs: all and the mean of one; the before-adaptation or
     test evaluations; the stage), its slowest phase, where it ran and, for a run cut short, the projection."""
-    if "before" in metrics:
+    if is_adaptation(metrics, args):
         unit, parts = "iteration", costs([entry for _, entry in iteration_entries(metrics)])
-        evaluations = costs([metrics.get("before")])
+        evaluations = costs([metrics["before"]] if "before" in metrics else [])
         evaluations_label = "before-adaptation evaluation"
         projection = adaptation_projection(metrics, args.get("epochs"), "label_iteration" in args)
     else:

@@ -10,6 +10,14 @@ class UserError(Exception):
     """
 
 
+class Pause(Exception):
+    """A run that stops on purpose to wait for the user (SSG++'s annotation step on one's own crops). The scripts
+    print its message, which says how to go on, and exit with status :data:`PAUSE_STATUS`."""
+
+
+PAUSE_STATUS = 3
+
+
 def first_line(error: BaseException) -> str:
     """The first non-empty line of ``error``'s message (libraries' messages run over many lines), or its type's
     name when the message is empty."""

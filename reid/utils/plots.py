@@ -3,7 +3,7 @@
 ``metrics.json`` holds an optional ``before`` entry (the source model on the target) and one
 ``iteration_<k>`` entry per adaptation iteration with mAP, CMC top-1 (percent), ``clusters_<type>`` per
 feature type, ``images_kept`` (and, where recorded, ``kept_percent`` and ``images_total``,
-:func:`reid.cluster_stats.grouping_stats`) and, for SSG++, ``labelled``, ``propagated`` and
+:func:`reid.grouping.grouping_stats`) and, for SSG++, ``labelled``, ``propagated`` and
 ``propagated_accuracy``. An entry may lack any of them: its point is left out of the curve.
 
 matplotlib is optional: without it the plots are skipped with one line of explanation. Figures are drawn on
@@ -68,7 +68,8 @@ def _agg_figure_factory() -> Callable[[], object] | None:
 
 
 def plot_metrics(metrics: dict, out_dir: str) -> list[str]:
-    """Write ``accuracy.png``, ``clusters.png`` and ``images_kept.png`` for one adaptation run.
+    """Write ``accuracy.png`` (when the run was evaluated), ``clusters.png`` and ``images_kept.png`` for one
+    adaptation run.
 
     Parameters
     ----------
@@ -88,9 +89,11 @@ def plot_metrics(metrics: dict, out_dir: str) -> list[str]:
         return []
     os.makedirs(out_dir, exist_ok=True)
     entries = iteration_entries(metrics)
-    figures = {"accuracy.png": _accuracy_figure(new_figure(), entries, metrics.get("before")),
-               "clusters.png": _clusters_figure(new_figure(), entries),
-               "images_kept.png": _images_kept_figure(new_figure(), entries)}
+    figures = {}
+    if "before" in metrics or _has_values(entries, "mAP"):  # a target without a labelled test set has none
+        figures["accuracy.png"] = _accuracy_figure(new_figure(), entries, metrics.get("before"))
+    figures.update({"clusters.png": _clusters_figure(new_figure(), entries),
+                    "images_kept.png": _images_kept_figure(new_figure(), entries)})
     paths = []
     for name, figure in figures.items():
         path = os.path.join(out_dir, name)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from reid.utils.elastic import POLL_SECONDS, join_worker_group
-from reid.utils.errors import UserError, first_line
+from reid.utils.errors import PAUSE_STATUS, Pause, UserError, first_line
 from reid.utils.logging import print_error, stop_logging
 from reid.utils.logs_dir import release_logs_dir
 from reid.utils.osutils import fault_reason, storage_fault
@@ -235,7 +235,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Run a script's ``main``; a UserError (or a failure in a data worker caused by one) becomes one line
-    ``error: ...`` on stderr and exit status 2; Ctrl-C exits 130 after saying so. ``--debug`` re-raises.
+    ``error: ...`` on stderr and exit status 2; Ctrl-C exits 130 after saying so; a :class:`Pause` (the run waits
+    for the user) prints its message and exits 3. ``--debug`` re-raises.
 
     Under DDP the line names the rank (``error: rank 1: ...``), and a rank whose collective failed because
     another rank died, raised or stopped answering (``--dist-timeout``) also stops with one line, exit status 1:
@@ -247,6 +248,9 @@ def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = 
     except KeyboardInterrupt:
         print_error("interrupted: stopped; the last saved checkpoint is kept")
         return 130
+    except Pause as pause:
+        print_error(f"{_rank_prefix()}{pause}")
+        return PAUSE_STATUS
     except Exception as exc:
         failure = _one_line_failure(exc)
         if debug or failure is None:

@@ -16,7 +16,7 @@ from reid.cluster import (
     rho_by_rule,
     same_identity_share,
 )
-from reid.cluster_stats import cluster_sizes, grouping_stats, grouping_warnings, size_bins
+from reid.grouping import cluster_sizes, grouping_stats, grouping_warnings, size_bins
 from reid.utils.errors import UserError
 
 NAMES = ["global", "upper", "lower"]

@@ -1,4 +1,5 @@
-"""What a grouping of SSG looks like, in figures that need no labels, and the warning when it degenerates.
+"""One iteration's grouping of the target (Fu et al., ICCV 2019; docs/algorithm.md, grouping steps 4-5): its
+labels, the images kept for training, its figures, and the warning when it degenerates.
 
 Per feature type: the number of clusters, the share of the target's images in a cluster, and the distribution
 of cluster sizes; for all types together, the share kept for training (the images no type calls an outlier,
@@ -8,11 +9,14 @@ small for these features), or people merged into a few large clusters (eps too l
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from reid.cluster import count_clusters, pseudo_labels
+from reid.cluster import count_clusters, pair_scores, pseudo_labels
+from reid.utils.errors import UserError
 
 # Below this share of images kept (percent), most of the target is outliers: training sees little of it.
 LOW_KEPT_PERCENT = 30.0
@@ -137,3 +141,41 @@ def grouping_warnings(stats: dict, names: Sequence[str], images_per_identity: fl
         elif mean < images_per_identity / SIZE_FACTOR:
             warnings.append(f"warning: {said}, people cut into pieces; {too_small}")
     return warnings
+
+
+@dataclass
+class Grouping:
+    """One iteration's grouping of the target: the DBSCAN labels of every target training image, one column per
+    feature type (N, S+1), -1 = outlier, and the eps of each type."""
+
+    labels: np.ndarray
+    eps: list[float]
+
+    @functools.cached_property
+    def kept(self) -> np.ndarray:
+        """Indices of the images no feature type calls an outlier (step 5)."""
+        return pseudo_labels(list(self.labels.T))[0]
+
+    def summary(self, names: Sequence[str], true_ids: np.ndarray | None = None) -> dict:
+        """The grouping's figures for the iteration's record: eps per feature type, :func:`grouping_stats` and,
+        with the images' true identities, the global clusters' pair precision and recall against them (a
+        diagnostic: the algorithm never sees them)."""
+        record = {f"eps_{n}": float(e) for n, e in zip(names, self.eps)}
+        record.update(grouping_stats(self.labels, names))
+        if true_ids is not None:
+            record["pair_precision"], record["pair_recall"] = pair_scores(self.labels[:, 0], true_ids)
+        return record
+
+
+def check_enough_clusters(grouping: Grouping, batch_size: int, num_instances: int, iteration: int) -> None:
+    """A batch needs ``batch_size / num_instances`` distinct global clusters among the kept images; UserError
+    otherwise. The advice follows the cause: few clusters holding most images were merged (eps too large), few
+    images kept were left out as outliers (eps too small)."""
+    needed = batch_size // num_instances
+    found = len(np.unique(grouping.labels[grouping.kept, 0]))
+    if found < needed:
+        kept, total = len(grouping.kept), len(grouping.labels)
+        rho = "a smaller --rho" if kept * 2 >= total else "a larger --rho"
+        raise UserError(f"iteration {iteration}: grouping kept {found} usable clusters ({kept} of {total} "
+                        f"images), a batch of {batch_size} needs {needed}; stopped, the last checkpoint is kept "
+                        f"(try {rho}, a smaller --batch-size or a better source model)")
