@@ -323,6 +323,7 @@ class _Iteration:
         self.args = argparse.Namespace(**GROUPING, height=args.height, width=args.width, workers=args.workers,
                                        amp=args.amp, batch_size=args.batch_size)
         self.eps: list[float] | None = None
+        self.rho = GROUPING["rho"]
         self.cost, self.label = self, ""
         self._features: dict[str, torch.Tensor] = {}
 

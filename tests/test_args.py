@@ -2,6 +2,7 @@
 import pytest
 
 from reid.arguments import adaptation_parser
+from reid.cluster import resolve_rho
 from reid.experiment import resolve_model_options
 
 README = ["--src_dataset", "market1501", "--tgt_dataset", "dukemtmc", "--resume", "logs/market1501", "--iteration",
@@ -19,10 +20,13 @@ def test_readme_and_hyphenated_spellings_agree():
         "market1501", "dukemtmc", 30, "0,1", 2)
 
 
-def test_spec_defaults():
+def test_the_released_defaults():
     args = adaptation_parser("", "selftraining").parse_args(README)
-    assert (args.batch_size, args.num_instances, args.lr, args.epochs, args.lambda_value, args.rho, args.k1, args.k2,
-            args.min_samples, args.seed, args.margin) == (128, 4, 6e-5, 70, 0.1, 1.6e-3, 20, 6, 4, 1, 0.5)
+    assert (args.batch_size, args.num_instances, args.lr, args.epochs, args.lambda_value, args.k1, args.k2,
+            args.min_samples, args.seed, args.margin) == (128, 4, 6e-5, 70, 0.1, 20, 6, 4, 1, 0.5)
+    # rho not given is the released value whatever the target's size, unless the images per person are given
+    assert (args.rho, args.images_per_identity) == (None, None)
+    assert resolve_rho(args.rho, args.images_per_identity, 16_522)[0] == 1.6e-3
     # model options not given stay unset until a checkpoint (or, without one, the paper) settles them
     assert (args.arch, args.height, args.width, args.features) == (None, None, None, None)
     resolve_model_options(args, None)

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from conftest import REPO, adapt_argv
-from records import results
+from records import assert_same_entry, results
 
 from reid.utils.elastic import join_worker_group
 from reid.utils.serialization import load_checkpoint
@@ -96,7 +96,7 @@ def assert_same_records(logs, reference):
     resumed, expected = (results(read_json(d / "metrics.json")) for d in (logs, reference))
     assert list(resumed) == list(expected) == ["before", "iteration_0", "iteration_1"]
     for key, entry in expected.items():
-        assert resumed[key] == pytest.approx(entry, rel=0, abs=1e-6), key
+        assert_same_entry(resumed[key], entry, rel=0, abs=1e-6)
     assert read_json(logs / "labelled_set.json") == read_json(reference / "labelled_set.json")
     ours, theirs = (load_checkpoint(str(d / "checkpoint.pth.tar")) for d in (logs, reference))
     assert (ours["epoch"], ours["eps"], ours["best_top1"]) == (theirs["epoch"], theirs["eps"], theirs["best_top1"])
