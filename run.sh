@@ -38,7 +38,11 @@ RUN=(--seed "$SEED")          # SSG++ draws its labelled set with SEED - 1: the 
 TARGET=()
 [[ -n $TEST_DIR ]] && TARGET+=(--test-dir "$TEST_DIR")
 if [[ -n $IMAGES_PER_IDENTITY ]]; then   # rho by the rule instead of the profile's own
-    for i in "${!ADAPT[@]}"; do [[ ${ADAPT[i]} == --rho ]] && unset "ADAPT[i]" "ADAPT[i+1]"; done
+    KEPT=()
+    for ((i = 0; i < ${#ADAPT[@]}; i++)); do
+        if [[ ${ADAPT[i]} == --rho ]]; then i=$((i + 1)); else KEPT+=("${ADAPT[i]}"); fi
+    done
+    ADAPT=("${KEPT[@]}")
     TARGET+=(--images-per-identity "$IMAGES_PER_IDENTITY")
 fi
 TESTS=(--test-datasets "$TGT")      # direct transfer to a named target; your own crops have no test split

@@ -20,7 +20,7 @@ from reid.utils.data.preprocessor import Item, unreadable_images
 from reid.utils.errors import UserError
 from reid.utils.logging import start_logging
 from reid.utils.logs_dir import claim_logs_dir, prepare_logs_dir
-from reid.utils.osutils import fault_reason, storage_fault
+from reid.utils.osutils import storage_error, storage_fault
 from reid.utils.records import ARGS, BEST_MODEL, CHECKPOINT, METRICS, MetricsLog, read_metrics, write_json
 from reid.utils.runtime import Runtime, init_runtime, rng_state, set_rng_state, set_seed, to_device
 from reid.utils.serialization import load_checkpoint, load_model_weights, save_checkpoint
@@ -111,11 +111,11 @@ class Scalars:
                     self.writer.add_scalar(prefix + name, value, step)
             self.writer.flush()
         except Exception as exc:
-            fault = storage_fault(exc)
-            if fault is None:
+            error = storage_error(exc, f"{self.writer.get_logdir()}: TensorBoard events",
+                                  "the run's checkpoints and metrics are kept")
+            if error is None:
                 raise
-            raise UserError(f"{self.writer.get_logdir()}: TensorBoard events could not be written "
-                            f"({fault_reason(fault)}); stopped, the run's checkpoints and metrics are kept") from exc
+            raise error from exc
 
 
 _print_thread_exception = threading.excepthook

@@ -19,6 +19,8 @@ PLACEHOLDERS = {
     "<dir_to_save_source_trained_model>": "logs/dukemtmc", "<number of iteration>": "30",
     "<dir_of_source_target_data>": "data", "<dir_to_save_model_after_adaptation>": "logs/duke2market",
     "<gpu ids>": "0,1", "<number of split>": "2", "<sample method>": "cluster",
+    # the pages' example of one's own crops: a target folder must exist to parse
+    "/data/my_crops": str(REPO / "figs"),
 }
 LAUNCHERS = ("python", "torchrun")
 

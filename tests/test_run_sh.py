@@ -39,3 +39,14 @@ def test_seed_reaches_every_stage_and_names_the_logs_dir(tmp_path):
         source, ssg, ssgpp, report = run_sh(tmp_path, SEED=seed, LOGS_DIR=None)
         assert [value(step, "--seed") for step in (source, ssg, ssgpp)] == [seed or "1"] * 3
         assert value(ssg, "--logs_dir") == f"{logs}/ssg" and report[-1] == logs
+
+
+def test_own_crops_as_the_target(tmp_path):
+    env = dict(TGT="folder:/data/my_crops", IMAGES_PER_IDENTITY="17", TEST_DIR="/data/test", LOGS_DIR=None)
+    source, ssg, ssgpp, report = run_sh(tmp_path, **env)
+    assert "--test-datasets" not in source and value(source, "--logs_dir") == "logs/synth_a-my_crops/source"
+    for step in (ssg, ssgpp):  # the profile's rho gives way to the rule's
+        assert value(step, "--tgt_dataset") == "folder:/data/my_crops"
+        assert "--rho" not in step and value(step, "--images-per-identity") == "17"
+        assert value(step, "--test-dir") == "/data/test" and "--lr" in step
+    assert report[-1] == "logs/synth_a-my_crops"

@@ -15,7 +15,6 @@ from reid.utils.data.preprocessor import Item, is_image
 from reid.utils.errors import UserError
 
 JUNK_PID = -1
-DISTRACTOR_PID = 0
 MARKET_STYLE_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 
 

@@ -32,11 +32,10 @@ def write_atomically(fpath: str, write: Callable[[str], None]) -> None:
             os.fsync(stream.fileno())
         os.replace(tmp, fpath)
     except Exception as exc:
-        fault = storage_fault(exc)
-        if fault is None:
+        error = storage_error(exc, fpath, f"the previous {name} is kept")
+        if error is None:
             raise
-        raise UserError(f"{fpath}: could not be written ({fault_reason(fault)}); stopped, the previous "
-                        f"{name} is kept") from exc
+        raise error from exc
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -54,6 +53,15 @@ def storage_fault(exc: BaseException) -> OSError | None:
         seen.add(id(current))
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return None
+
+
+def storage_error(exc: BaseException, what: str, kept: str) -> UserError | None:
+    """The one line of a write that the system refused (:func:`storage_fault`) to ``what``, saying what is
+    ``kept``; None when ``exc`` is another failure."""
+    fault = storage_fault(exc)
+    if fault is None:
+        return None
+    return UserError(f"{what}: could not be written ({fault_reason(fault)}); stopped, {kept}")
 
 
 def fault_reason(fault: OSError) -> str:

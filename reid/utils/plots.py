@@ -119,13 +119,7 @@ STAGE_COLOURS = {"SSG": "tab:blue", "SSG++": "tab:red"}
 def plot_report(stages: list[StageCurve], title: str, fpath: str) -> str | None:
     """``report.png``: the target mAP per iteration of each stage against the before-adaptation line, the
     published figure of each stage marked at the last iteration. Returns the path, or None without matplotlib."""
-    new_figure = _agg_figure_factory()
-    if new_figure is None:
-        _warn_missing_matplotlib()
-        return None
-    figure = _report_figure(new_figure(), stages, title)
-    write_atomically(fpath, functools.partial(figure.savefig, format="png"))
-    return fpath
+    return _draw(fpath, lambda figure: _report_figure(figure, stages, title))
 
 
 def _report_figure(figure, stages: list[StageCurve], title: str):
@@ -155,12 +149,16 @@ def _report_figure(figure, stages: list[StageCurve], title: str):
 def plot_grouping(stages: list[StageCurve], title: str, fpath: str) -> str | None:
     """``grouping.png``: per iteration of each stage, the clusters of every feature type (above) and the share
     of the target's images kept for training (below). Returns the path, or None without matplotlib."""
+    return _draw(fpath, lambda figure: _grouping_figure(figure, stages, title))
+
+
+def _draw(fpath: str, draw: Callable) -> str | None:
+    """Write the figure ``draw`` makes of a new figure to ``fpath``; the path, or None without matplotlib."""
     new_figure = _agg_figure_factory()
     if new_figure is None:
         _warn_missing_matplotlib()
         return None
-    figure = _grouping_figure(new_figure(), stages, title)
-    write_atomically(fpath, functools.partial(figure.savefig, format="png"))
+    write_atomically(fpath, functools.partial(draw(new_figure()).savefig, format="png"))
     return fpath
 
 
