@@ -60,7 +60,7 @@ def semi_supervision(run: AdaptationRun, argv: list[str] | None = None) -> SemiS
                         "images; --labels is for a folder: or list: target")
     return SemiSupervision(os.path.join(args.logs_dir, "labelled_set.json"), target.trainval, args.sample,
                            args.label_iteration, args.iteration, args.label_seed, share=run.runtime.share,
-                           labeller=labeller)
+                           labeller=labeller, distributed=run.runtime.distributed)
 
 
 def continue_command(args: argparse.Namespace, argv: list[str] | None, labels: str) -> str:

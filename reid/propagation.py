@@ -84,13 +84,15 @@ class Propagation:
 
 
 def propagate_labels(features: torch.Tensor, labelled: np.ndarray, labelled_ids: np.ndarray,
-                     **rerank_options: float) -> Propagation:
+                     distributed: bool = False, **rerank_options: float) -> Propagation:
     """Every image outside ``labelled`` takes the identity of its nearest labelled image under the
     k-reciprocal distance (on L2-normalised evaluation ``features``), most confident first. The distance is
     Zhong et al.'s re-ranking in its usual setting, as the release; ``rerank_options`` (k1, k2, lambda_value)
-    change it."""
+    change it. With ``distributed`` (every rank calls, with the same features) each rank re-ranks its share of
+    the unlabelled images and every rank gets the whole result."""
     unlabelled = np.setdiff1d(np.arange(len(features)), labelled)
-    distance = re_ranking_query_gallery(features[unlabelled], features[labelled], **rerank_options)
+    distance = re_ranking_query_gallery(features[unlabelled], features[labelled], distributed=distributed,
+                                        **rerank_options)
     nearest = distance.argmin(axis=1)
     closest = distance[np.arange(len(unlabelled)), nearest]
     order = np.argsort(closest, kind="stable")
@@ -118,8 +120,8 @@ class LabelledSelection:
 
 
 class SemiSupervision:
-    """What SSG++ adds to SSG (docs/algorithm.md, "SSG++"): from ``label_iteration`` on, the labelled set and the most
-    confident propagated labels, recomputed every iteration from the current features.
+    """What SSG++ adds to SSG (docs/algorithm.md, "SSG++"): from ``label_iteration`` on, the labelled set and the
+    most confident propagated labels, recomputed every iteration from the current features.
 
     Parameters
     ----------
@@ -143,12 +145,15 @@ class SemiSupervision:
         (:class:`reid.annotation.CsvLabeller`, for a target without identities); it may stop the run with
         :class:`reid.annotation.AnnotationNeeded`, raised then on every rank. The items' pids are then not
         ground truth, and the propagated labels are not measured. None: the pids label the drawn images.
+    distributed : bool
+        Under DDP: every rank takes a share of the propagation's re-ranking (:func:`propagate_labels`).
     """
 
     def __init__(self, fpath: str, items: Sequence[Item], sample: str, label_iteration: int, iterations: int,
                  seed: int = 0, share: Callable[[Callable[[], tuple]], tuple] | None = None,
-                 labeller: Callable[[np.ndarray], np.ndarray] | None = None):
+                 labeller: Callable[[np.ndarray], np.ndarray] | None = None, distributed: bool = False):
         self.fpath = fpath
+        self.distributed = distributed
         self.seed = seed
         self.share = share
         self.items = items
@@ -176,7 +181,7 @@ class SemiSupervision:
         labelled, labelled_ids = self.share(load_or_draw) if self.share else load_or_draw()
         if isinstance(labelled_ids, AnnotationNeeded):
             raise labelled_ids
-        propagation = propagate_labels(eval_features(pooled), labelled, labelled_ids)
+        propagation = propagate_labels(eval_features(pooled), labelled, labelled_ids, self.distributed)
         n = num_selected(iteration, len(propagation.indices), self.iterations)
         indices = np.concatenate([labelled, propagation.indices[:n]])
         labels = np.concatenate([labelled_ids, propagation.labels[:n]])
