@@ -25,12 +25,13 @@ import torch
 
 from reid.adaptation import AdaptationRun
 from reid.annotation import TEMPLATE, CsvLabeller
-from reid.arguments import adaptation_parser, add
+from reid.arguments import adaptation_parser
 from reid.experiment import check_batch
 from reid.grouping import Grouping
 from reid.paper import ADAPTATION
 from reid.propagation import SAMPLE_METHODS, SemiSupervision
 from reid.trainers import LABELLED_INSTANCES, JointBatches, SemiTrainer, SSGTrainer
+from reid.utils.cli import add
 from reid.utils.distributed import print_digest
 from reid.utils.errors import UserError
 from reid.utils.runtime import launched_world_size, run_main

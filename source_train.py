@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 
 from reid import datasets
-from reid.arguments import add, positive_float, source_parser
+from reid.arguments import source_parser
 from reid.source_training import SourceRun
 from reid.trainers import SourceTrainer
+from reid.utils.cli import add, positive_float
 from reid.utils.runtime import run_main
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import selftraining
 import semitraining
 from benchmarks.profile import read_profile
-from reid.arguments import ArgumentParser, add
 from reid.datasets import create
+from reid.utils.cli import ArgumentParser, add
 from reid.utils.errors import PAUSE_STATUS, UserError
 from reid.utils.plots import iteration_entries
 from reid.utils.records import METRICS, read_json

@@ -1,8 +1,6 @@
 """Argument groups shared by the entry points: the three scripts, ``reid.extract`` and ``reid.export`` (and
-``--workers`` of the benchmarks).
-
-Every option accepts the hyphenated spelling and the underscore spelling typed in the authors' README
-(``--data-dir``/``--data_dir``, ``--src-dataset``/``--src_dataset``, ...).
+``--workers`` of the benchmarks), with the paper's defaults. Every option accepts the hyphenated spelling and the
+underscore spelling typed in the authors' README (:func:`reid.utils.cli.add`).
 """
 from __future__ import annotations
 
@@ -12,55 +10,11 @@ import os
 from reid import datasets, models
 from reid.cluster import AUTO_RHO, rho_arg
 from reid.paper import ADAPTATION, GROUPING, PAPER_MODEL, SOURCE, Schedule
+from reid.utils.cli import ArgumentParser, add, positive_float, positive_int
 from reid.utils.data.loaders import default_workers
 from reid.utils.runtime import DEFAULT_DIST_TIMEOUT
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the scripts' error style: one line ``error: ...`` on stderr and exit status 2."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(**kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-def _spellings(name: str) -> list[str]:
-    """``--data-dir`` -> ["--data-dir", "--data_dir"] (one entry when the name has neither)."""
-    body = name[2:]
-    hyphen, underscore = body.replace("_", "-"), body.replace("-", "_")
-    return ["--" + hyphen] if hyphen == underscore else ["--" + hyphen, "--" + underscore]
-
-
-def positive_int(text: str) -> int:
-    """argparse type of a count that must be at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type of a number that must be above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def add(group, name: str, *short: str, **kwargs) -> None:
-    """``add_argument`` with both spellings of ``name``."""
-    group.add_argument(*short, *_spellings(name), **kwargs)
 
 
 def add_data_args(parser: argparse.ArgumentParser, cross_domain: bool, batch_size: int,

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from reid.arguments import ArgumentParser, add, add_trained_model_args
+from reid.arguments import add_trained_model_args
 from reid.experiment import load_trained_model
 from reid.feature_extraction import eval_features, flip_sum
+from reid.utils.cli import ArgumentParser, add
 from reid.utils.errors import UserError
 from reid.utils.osutils import write_atomically
 from reid.utils.runtime import run_main

@@ -21,10 +21,11 @@ import os
 import sys
 
 from reid import models
-from reid.arguments import ArgumentParser, add, add_trained_model_args, add_workers_arg
+from reid.arguments import add_trained_model_args, add_workers_arg
 from reid.datasets.folder import list_images
 from reid.experiment import load_trained_model, wrap_model
 from reid.feature_extraction import eval_features, extract_features, save_features_h5, type_features
+from reid.utils.cli import ArgumentParser, add
 from reid.utils.data.preprocessor import unreadable_images
 from reid.utils.errors import UserError
 from reid.utils.runtime import init_runtime, run_main

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import os
 
-from reid.arguments import ArgumentParser
 from reid.cost.tables import cost_section, is_adaptation
 from reid.evaluators import RERANK_SUFFIX
 from reid.paper import PUBLISHED, PUBLISHED_SOURCE
+from reid.utils.cli import ArgumentParser
 from reid.utils.errors import UserError
 from reid.utils.plots import StageCurve, feature_types, iteration_entries, kept_percent, plot_grouping, plot_report
 from reid.utils.records import ARGS, METRICS, read_json

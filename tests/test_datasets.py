@@ -18,9 +18,10 @@ from dataset_trees import (
 from PIL import Image
 
 import reid.datasets as datasets
-from reid.arguments import ArgumentParser, add_data_args, source_parser
+from reid.arguments import add_data_args, source_parser
 from reid.datasets.base import split_validation
 from reid.experiment import open_dataset
+from reid.utils.cli import ArgumentParser
 from reid.utils.errors import UserError
 
 

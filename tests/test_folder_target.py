@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from reid import datasets
-from reid.arguments import ArgumentParser
 from reid.datasets.folder import UNKNOWN_CAMID, UNKNOWN_PID, UnlabelledImages, list_images
+from reid.utils.cli import ArgumentParser
 from reid.utils.data.preprocessor import ALPHA_BACKGROUND, read_image
 from reid.utils.errors import UserError
 from tests.dataset_trees import MARKET_FILES, write_market_style

@@ -31,8 +31,10 @@ from PIL import Image
 from reid.datasets.base import MARKET_STYLE_FOLDERS
 from reid.datasets.market1501 import Market1501
 from reid.datasets.pedestrians import STYLE_A, STYLE_B, DomainStyle, Renderer, make_identities
+from reid.utils.cli import ArgumentParser, add
 from reid.utils.errors import UserError
 from reid.utils.records import read_json, write_json
+from reid.utils.runtime import run_main
 
 # Raised whenever the same options would write other images: 2 gave synth_b 80 training identities of about 17.
 FORMAT_VERSION = 2
@@ -274,8 +276,6 @@ class SyntheticDataset(Market1501):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: generate one synthetic domain into a folder."""
-    from reid.arguments import ArgumentParser, add
-
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     add(parser, "--root", required=True, help="folder to generate into, e.g. data/synth_a")
     add(parser, "--domain", required=True, choices=DOMAINS)
@@ -295,6 +295,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from reid.utils.runtime import run_main
-
     raise SystemExit(run_main(main))
