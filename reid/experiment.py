@@ -256,12 +256,14 @@ class Run:
     fresh start. Rank 0 reads the files and decides for every rank. :attr:`metrics` is metrics.json (the continued
     run's records kept), :attr:`cost` the meter of the record being made (:mod:`reid.cost.meter`), and
     :meth:`save` writes a checkpoint with every rank's RNG states, the torchrun run's id and the model options,
-    which :meth:`restore` puts back.
+    which :meth:`restore` puts back. Rank 0 alone writes: a record ends with a barrier (the other ranks wait for
+    it however long it writes, :meth:`reid.utils.runtime.Runtime.barrier`).
     """
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.runtime = start_run(args)
+        self.scalars = Scalars(args.logs_dir, args.tensorboard and self.runtime.is_main)
         self.metrics: MetricsLog | None = None
         self.cost: CostMeter | None = None
 
@@ -278,7 +280,6 @@ class Run:
 
         restart, records = self.runtime.share(starting_point)
         self.metrics = open_metrics(self.args, self.runtime, records)
-        self.scalars = Scalars(self.args.logs_dir, self.args.tensorboard and self.runtime.is_main)
         if restart is not None:
             resolve_model_options(self.args, restart, self.args.logs_dir)
             print(f"worker group restarted (restart {self.runtime.restart}): continuing this run from "
@@ -305,7 +306,6 @@ class Run:
                 save_checkpoint({**state, "rng": rng_states[0], "rng_ranks": rng_states,
                                  "run_id": self.runtime.run_id, "config": model_config(self.args)},
                                 os.path.join(self.args.logs_dir, CHECKPOINT), is_best=is_best)
-            self.runtime.barrier()  # the next collective would count rank 0's writing against --dist-timeout
 
     def restore(self, checkpoint: dict, optimizer: torch.optim.Optimizer) -> None:
         """Put back the optimiser and this rank's RNG states of a checkpoint being continued: its own when it was

@@ -179,10 +179,10 @@ class SourceRun(Run):
                    "epoch": epoch + 1, "best_top1": self.best_top1}, is_best=is_best or no_best_yet)
         self.epoch_records[-1] = {**record, "cost": self.cost.summary()}
         finish_record(self.metrics, "epochs", self.epoch_records)
+        self.runtime.barrier()
 
     def select_best(self) -> None:
         """Load model_best.pth.tar, the selected epoch, into the model."""
-        self.runtime.barrier()
         best = load_checkpoint(os.path.join(self.args.logs_dir, BEST_MODEL))
         load_model_weights(self.model, best["state_dict"], BEST_MODEL, drop_classifier=False)
         self.metrics["selected_epoch"] = int(best["epoch"]) - 1

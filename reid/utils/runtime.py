@@ -24,7 +24,7 @@ from reid.utils.elastic import POLL_SECONDS, join_worker_group
 from reid.utils.errors import PAUSE_STATUS, Pause, UserError, first_line
 from reid.utils.logging import print_error, stop_logging
 from reid.utils.logs_dir import release_logs_dir
-from reid.utils.osutils import fault_reason, storage_fault
+from reid.utils.osutils import storage_error, storage_fault
 
 T = TypeVar("T")
 GLOO_FAILURES = ("/gloo/", "pair closure")
@@ -273,8 +273,7 @@ def _one_line_failure(exc: Exception) -> tuple[int, str] | None:
         return 2, _last_line(exc)
     fault = storage_fault(exc)
     if fault is not None and fault.errno in STORAGE_FULL:  # a write outside write_atomically (a folder made)
-        where = f"{fault.filename}: could not be written" if fault.filename else "a write failed"
-        return 2, f"{where} ({fault_reason(fault)}); stopped, the last saved checkpoint is kept"
+        return 2, str(storage_error(exc, fault.filename or "a file", "the last saved checkpoint is kept"))
     if launched_world_size() > 1 and _is_communication_failure(exc):
         return 1, (f"lost the other ranks ({_first_sentence(exc)}): another rank died, raised or did not answer "
                    "within --dist-timeout; the last saved checkpoint is kept")
